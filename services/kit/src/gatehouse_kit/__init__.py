@@ -1,0 +1,1 @@
+"""The shared kit of Gatehouse services: settings, logging, metrics, gRPC server and client."""

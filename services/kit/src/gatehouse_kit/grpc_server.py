@@ -1,0 +1,242 @@
+"""A grpc.aio server bootstrap: health, reflection, interceptors, graceful shutdown.
+
+Every service builds its server with `GrpcService` so that each one exposes the same
+health protocol, metrics, request-id propagation, error mapping and SIGTERM handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from prometheus_client import Counter, Histogram
+
+from gatehouse_kit.errors import ServiceError
+from gatehouse_kit.logging import request_id_var, sane_request_id
+
+log = structlog.get_logger(__name__)
+
+GRPC_HANDLED = Counter(
+    "grpc_server_handled_total",
+    "gRPC calls completed by the server, by status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+GRPC_HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Time the server spent on a gRPC call.",
+    ["grpc_service", "grpc_method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+REQUEST_ID_KEY = "x-request-id"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+MethodHandler = grpc.RpcMethodHandler[Any, Any]
+
+
+def _split_method(full_method: str) -> tuple[str, str]:
+    _, service, method = full_method.split("/", 2)
+    return service, method
+
+
+async def _abort_for(error: BaseException, context: Context) -> None:
+    if isinstance(error, ServiceError):
+        await context.abort_with_status(rpc_status.to_status(error.to_status()))
+    log.error("unhandled error in grpc handler", exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+class _ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Metrics, request id, deadline and error mapping around every handler."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> MethodHandler | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        service, method = _split_method(details.method)
+        metadata = dict(details.invocation_metadata or ())
+        raw_id = metadata.get(REQUEST_ID_KEY)
+        request_id = sane_request_id(raw_id if isinstance(raw_id, str) else None)
+
+        def begin(context: Context) -> float:
+            request_id_var.set(request_id)
+            structlog.contextvars.bind_contextvars(grpc_method=f"{service}/{method}")
+            return time.perf_counter()
+
+        def finish(context: Context, started: float, code: str | None) -> None:
+            final = code or _code_name(context)
+            GRPC_HANDLED.labels(service, method, final).inc()
+            GRPC_HANDLING.labels(service, method).observe(time.perf_counter() - started)
+
+        if handler.unary_unary or handler.stream_unary:
+            inner: Any = handler.unary_unary or handler.stream_unary
+
+            async def unary_response(request: Any, context: Context) -> Any:
+                started = begin(context)
+                code: str | None = None
+                try:
+                    remaining = context.time_remaining()
+                    if remaining is not None and remaining <= 0:
+                        code = "DEADLINE_EXCEEDED"
+                        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+                    async with asyncio.timeout(remaining):
+                        return await inner(request, context)
+                except TimeoutError:
+                    code = "DEADLINE_EXCEEDED"
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+                except ServiceError as error:
+                    code = error.code.name
+                    await _abort_for(error, context)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except Exception as error:
+                    if _is_abort(error):
+                        raise
+                    code = "INTERNAL"
+                    await _abort_for(error, context)
+                finally:
+                    finish(context, started, code)
+
+            factory: Any = (
+                grpc.unary_unary_rpc_method_handler
+                if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler
+            )
+        else:
+            inner = handler.unary_stream or handler.stream_stream
+
+            async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
+                started = begin(context)
+                code: str | None = None
+                try:
+                    async for item in inner(request, context):
+                        yield item
+                except ServiceError as error:
+                    code = error.code.name
+                    await _abort_for(error, context)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except Exception as error:
+                    if _is_abort(error):
+                        raise
+                    code = "INTERNAL"
+                    await _abort_for(error, context)
+                finally:
+                    finish(context, started, code)
+
+            factory = (
+                grpc.unary_stream_rpc_method_handler
+                if handler.unary_stream
+                else grpc.stream_stream_rpc_method_handler
+            )
+
+        wrapped: MethodHandler = factory(
+            unary_response if handler.unary_unary or handler.stream_unary else stream_response,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        return wrapped
+
+
+def _is_abort(error: Exception) -> bool:
+    # context.abort() raises an internal exception type that must pass through.
+    return type(error).__name__ == "AbortError"
+
+
+_CODE_NAMES = {status.value[0]: status.name for status in grpc.StatusCode}
+
+
+def _code_name(context: Context) -> str:
+    """The status a handler set on its context (by abort or set_code), OK if none."""
+    code: object = context.code()
+    if code is None:
+        return "OK"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return _CODE_NAMES.get(int(str(code)), "UNKNOWN")
+
+
+Registrar = Callable[[grpc.aio.Server], Iterable[str]]
+Hook = Callable[[], Awaitable[None]]
+
+
+class GrpcService:
+    """One gRPC server with health, reflection and the kit's interceptor.
+
+    `register` adds the servicers and returns their full service names; they are
+    reported SERVING once started. `on_drained` runs after in-flight calls have
+    finished (or the grace period ran out) during shutdown.
+    """
+
+    def __init__(
+        self,
+        register: Registrar,
+        *,
+        host: str,
+        port: int,
+        grace_seconds: float,
+        on_drained: Iterable[Hook] = (),
+        max_message_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        self._server = grpc.aio.server(
+            interceptors=[_ObservingInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._names = list(register(self._server))
+        reflection.enable_server_reflection(
+            [*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        self.port: int = self._server.add_insecure_port(f"{host}:{port}")
+        self._grace = grace_seconds
+        self._on_drained = list(on_drained)
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._server.start()
+        for name in ["", *self._names]:
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("grpc server started", port=self.port, services=self._names)
+
+    async def stop(self) -> None:
+        """Refuse new calls, let in-flight ones finish within the grace period, run hooks."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        await self._health.enter_graceful_shutdown()
+        log.info("grpc server draining", grace_seconds=self._grace)
+        await self._server.stop(self._grace)
+        for hook in self._on_drained:
+            await hook()
+        log.info("grpc server stopped")
+
+    async def serve_until_signalled(self) -> None:
+        """Start, then run until SIGTERM or SIGINT, then stop gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.stop()

@@ -1,0 +1,29 @@
+"""Configuration shared by every service, read from the environment."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every Gatehouse process has; services subclass it with their own prefix.
+
+    Each field may be set by an environment variable of the subclass's prefix
+    (e.g. `AUTHORS_GRPC_PORT`), falling back to the defaults here.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    profile: Literal["development", "production"] = Field(
+        default="development", validation_alias="GATEHOUSE_PROFILE"
+    )
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    log_json: bool = Field(default=True, validation_alias="LOG_JSON")
+    bind_host: str = "127.0.0.1"
+    grpc_port: int = 0
+    metrics_port: int = 0
+    # Seconds that in-flight calls get to finish after SIGTERM.
+    shutdown_grace_seconds: float = 10.0
