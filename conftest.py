@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness.backends import Backend, postgres_backend, redis_backend
+from tests.harness.private import PrivatePostgres, PrivateRedis
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,21 @@ def redis_server() -> Iterator[Backend]:
     """The session's Redis server."""
     with redis_backend() as backend:
         yield backend
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of the test's own, which it may stop and start."""
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A Redis server of the test's own, which it may stop and start."""
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.destroy()

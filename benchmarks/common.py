@@ -1,0 +1,123 @@
+"""What every benchmark shares: latency statistics, figures with targets, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of `samples`, nearest-rank."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+@dataclass
+class Measurement:
+    """Throughput and latency of one workload."""
+
+    name: str
+    calls: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        lat = self.latencies_ms
+        return {
+            "name": self.name,
+            "calls": self.calls,
+            "seconds": round(self.seconds, 3),
+            "per_second": round(self.rate, 1),
+            "p50_ms": round(percentile(lat, 50), 3) if lat else None,
+            "p99_ms": round(percentile(lat, 99), 3) if lat else None,
+            "mean_ms": round(statistics.fmean(lat), 3) if lat else None,
+        }
+
+
+async def measure(
+    name: str,
+    call: Callable[[int], Awaitable[object]],
+    *,
+    concurrency: int,
+    duration: float,
+    warmup: float = 1.0,
+) -> Measurement:
+    """Run `call(i)` from `concurrency` workers for `duration` seconds after a warm-up."""
+    import asyncio
+
+    latencies: list[float] = []
+    counter = 0
+    recording = False
+    stop_at = 0.0
+
+    async def worker() -> None:
+        nonlocal counter
+        while time.perf_counter() < stop_at:
+            counter += 1
+            started = time.perf_counter()
+            await call(counter)
+            if recording:
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    stop_at = time.perf_counter() + warmup
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    recording = True
+    started = time.perf_counter()
+    stop_at = started + duration
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Measurement(name, len(latencies), time.perf_counter() - started, latencies)
+
+
+@dataclass
+class Figure:
+    """One headline number beside its same-run baseline and its target."""
+
+    name: str
+    value: float
+    unit: str
+    baseline: str
+    baseline_value: float
+    target: str
+    met: bool
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+
+
+def write_result(
+    name: str, figures: list[Figure], measurements: list[Measurement], **extra: Any
+) -> dict[str, Any]:
+    """Write benchmarks/results/<name>.json and return what was written."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "figures": [asdict(f) for f in figures],
+        "measurements": [m.summary() for m in measurements],
+        **extra,
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
