@@ -38,7 +38,7 @@ async def test_private_postgres_stops_and_starts(private_postgres: PrivatePostgr
     assert await conn.fetchval("SELECT 1") == 1
     await conn.close()
     private_postgres.stop()
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         await asyncpg.connect(private_postgres.url, timeout=2)
     private_postgres.start()
     conn = await asyncpg.connect(private_postgres.url)
