@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The audit service of Gatehouse."""

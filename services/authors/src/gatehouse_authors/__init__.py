@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The authors service of Gatehouse."""

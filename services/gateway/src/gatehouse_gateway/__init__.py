@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The public HTTP and WebSocket edge of Gatehouse."""

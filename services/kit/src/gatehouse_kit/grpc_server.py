@@ -10,7 +10,7 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -38,8 +38,9 @@ GRPC_HANDLING = Histogram(
 
 REQUEST_ID_KEY = "x-request-id"
 
-Context = grpc.aio.ServicerContext[Any, Any]
-MethodHandler = grpc.RpcMethodHandler[Any, Any]
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+    MethodHandler = grpc.RpcMethodHandler[Any, Any]
 
 
 def _split_method(full_method: str) -> tuple[str, str]:

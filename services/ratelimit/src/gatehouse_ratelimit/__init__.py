@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The ratelimit service of Gatehouse."""
