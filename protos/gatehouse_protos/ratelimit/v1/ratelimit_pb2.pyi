@@ -82,17 +82,45 @@ class RateLimitDescriptor(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class Override(_message.Message):
+        """A limit given by the caller instead of the rules' one (as Envoy's override)."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        REQUESTS_PER_UNIT_FIELD_NUMBER: _builtins.int
+        UNIT_FIELD_NUMBER: _builtins.int
+        requests_per_unit: _builtins.int
+        unit: Global___Unit.ValueType
+        def __init__(
+            self,
+            *,
+            requests_per_unit: _builtins.int = ...,
+            unit: Global___Unit.ValueType = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["requests_per_unit", b"requests_per_unit", "unit", b"unit"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ENTRIES_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitDescriptor.Entry]: ...
+    @_builtins.property
+    def limit(self) -> Global___RateLimitDescriptor.Override:
+        """Optional; when set, replaces the matching rule's limit for this descriptor."""
+
     def __init__(
         self,
         *,
         entries: _abc.Iterable[Global___RateLimitDescriptor.Entry] | None = ...,
+        limit: Global___RateLimitDescriptor.Override | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "limit", b"limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
