@@ -138,18 +138,30 @@ class IngestAck(_message.Message):
 
     SEQUENCE_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     accepted: _builtins.int
     """Events of the batch now stored (duplicates of stored events count as stored)."""
+    code: _builtins.int
+    """Why the batch was not stored, as a google.rpc.Code; 0 (OK) when it was. On
+    RESOURCE_EXHAUSTED (queue full) and UNAVAILABLE (shutting down, or the write
+    failed) the caller keeps the events and sends them again later; on
+    INVALID_ARGUMENT the batch can never be stored. A stream-level error status
+    means the same for every batch not yet acknowledged.
+    """
+    message: _builtins.str
     def __init__(
         self,
         *,
         sequence: _builtins.int = ...,
         accepted: _builtins.int = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "code", b"code", "message", b"message", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
