@@ -60,7 +60,7 @@ def main() -> int:
         )
         if check:
             if drift:
-                print("generated stubs differ from protos/ (run `make protos`):", *drift, sep="\n  ")
+                print("stubs differ from protos/ (run `make protos`):", *drift, sep="\n  ")
                 return 1
             print(f"protos: {len(fresh)} generated files up to date")
             return 0
