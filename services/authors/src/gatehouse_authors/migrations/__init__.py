@@ -1,0 +1,1 @@
+"""Alembic migrations of the authors database (`python -m gatehouse_authors migrate`)."""
