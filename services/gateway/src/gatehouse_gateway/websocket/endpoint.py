@@ -1,0 +1,412 @@
+"""The `/web` WebSocket: upgrade checks, authentication, the message loop, and refreshes.
+
+Order of a connection (docs/websocket.md tells clients the same):
+1. At the upgrade: Origin against the allow-list, `format`, and no token in the
+   query string; refusals are HTTP answers (403/400) with the usual error body.
+2. Authentication: the upgrade's `Authorization: Bearer` header, else a first text frame
+   `{"type": "auth", "token": "Bearer <jwt>"}` within the auth timeout (4001 / 4002).
+3. A connection lease of the user (`ws_connections`); refused: 1008.
+4. `{"type": "auth_ok"}`, then requests until the client leaves, the token expires
+   (4001 "token expired") or a limit closes the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+from starlette.types import Message
+
+from gatehouse_gateway.auth import Principal
+from gatehouse_gateway.context import GatewayContext, gateway_context
+from gatehouse_gateway.errors import (
+    ApiError,
+    ErrorCode,
+    WsStatus,
+    error_response,
+    permission_denied,
+)
+from gatehouse_gateway.rbac import authorize, rate_limit_tier
+from gatehouse_gateway.websocket.audit import audit_message
+from gatehouse_gateway.websocket.handlers import HANDLERS, Call, resource
+from gatehouse_gateway.websocket.hub import WebSocketHub
+from gatehouse_gateway.websocket.metrics import (
+    WS_CONNECTIONS_ACTIVE,
+    WS_CONNECTIONS_TOTAL,
+    WS_MESSAGES_RECEIVED,
+)
+from gatehouse_gateway.websocket.protocol import (
+    CODECS,
+    AuthFrame,
+    Frame,
+    JsonCodec,
+    MalformedFrame,
+    Request,
+    auth_ok,
+)
+from gatehouse_gateway.websocket.session import (
+    CLOSE_AUTH_FAILED,
+    CLOSE_AUTH_TIMEOUT,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
+    Peer,
+    Session,
+)
+from gatehouse_kit.logging import request_id_var
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter()
+
+# More malformed frames than this within the window close the socket with 1008.
+MALFORMED_LIMIT = 10
+MALFORMED_WINDOW_SECONDS = 60.0
+_QUERY_TOKEN_KEYS = frozenset({"token", "access_token", "authorization", "jwt"})
+
+
+class _Closed(Exception):
+    """The socket was closed during authentication (the reason is already sent)."""
+
+
+def _hub(websocket: WebSocket) -> WebSocketHub:
+    hub: WebSocketHub = websocket.app.state.websocket_hub
+    return hub
+
+
+def _peer(websocket: WebSocket, hub: WebSocketHub) -> Peer:
+    host = websocket.client.host if websocket.client else None
+    ip = hub.trusted_proxies.client_ip(host, websocket.headers.get("x-forwarded-for"))
+    return Peer(ip=ip, user_agent=websocket.headers.get("user-agent", ""))
+
+
+def _origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    # Browsers always send Origin; other clients may not, and cannot be cross-site.
+    return origin is None or "*" in allowed or origin.rstrip("/") in allowed
+
+
+def _frame_of(message: Message) -> Frame | None:
+    text = message.get("text")
+    if text is not None:
+        return str(text)
+    data = message.get("bytes")
+    return bytes(data) if data is not None else None
+
+
+def _too_big(frame: Frame, limit: int) -> bool:
+    if isinstance(frame, bytes):
+        return len(frame) > limit
+    # A character is at most 4 UTF-8 bytes: only long texts need encoding to be sure.
+    return len(frame) * 4 > limit and len(frame.encode()) > limit
+
+
+async def _refuse_upgrade(websocket: WebSocket, error: ApiError, status: str) -> None:
+    WS_CONNECTIONS_TOTAL.labels(status).inc()
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(error))
+    else:
+        await websocket.close(CLOSE_POLICY_VIOLATION, error.msg)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str, status: str) -> _Closed:
+    WS_CONNECTIONS_TOTAL.labels(status).inc()
+    await websocket.close(code, reason)
+    return _Closed(reason)
+
+
+def _bearer_header(value: str) -> str | None:
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def _verify(websocket: WebSocket, context: GatewayContext, token: str | None) -> Principal:
+    if token is None:
+        raise await _close(websocket, CLOSE_AUTH_FAILED, "malformed auth frame", "auth_failed")
+    try:
+        return await context.verifier.verify(token)
+    except ApiError as error:
+        if error.status >= 500:
+            raise await _close(
+                websocket, CLOSE_TRY_AGAIN_LATER, "identity provider unavailable", "unavailable"
+            ) from None
+        raise await _close(websocket, CLOSE_AUTH_FAILED, error.msg, "auth_failed") from None
+
+
+async def _authenticate(websocket: WebSocket, context: GatewayContext) -> Principal:
+    """The socket's principal from its header or first frame; raises _Closed."""
+    header = websocket.headers.get("authorization")
+    if header is not None:
+        return await _verify(websocket, context, _bearer_header(header))
+    settings = context.settings
+    try:
+        message = await asyncio.wait_for(
+            websocket.receive(), timeout=settings.ws_auth_timeout_seconds
+        )
+    except TimeoutError:
+        raise await _close(
+            websocket, CLOSE_AUTH_TIMEOUT, "authentication timeout", "auth_timeout"
+        ) from None
+    if message["type"] == "websocket.disconnect":
+        WS_CONNECTIONS_TOTAL.labels("auth_failed").inc()
+        raise _Closed("client left")
+    frame = _frame_of(message)
+    if frame is not None and _too_big(frame, settings.ws_max_frame_bytes):
+        raise await _close(websocket, CLOSE_TOO_BIG, "frame too large", "auth_failed")
+    WS_MESSAGES_RECEIVED.inc()
+    try:
+        # Auth frames are JSON text in every format.
+        decoded = JsonCodec().decode(frame) if isinstance(frame, str) else None
+    except MalformedFrame:
+        decoded = None
+    if not isinstance(decoded, AuthFrame):
+        raise await _close(websocket, CLOSE_AUTH_FAILED, "malformed auth frame", "auth_failed")
+    return await _verify(websocket, context, decoded.token)
+
+
+@router.websocket("/web")
+async def web(websocket: WebSocket) -> None:
+    """The `/web` WebSocket endpoint (protocol: docs/websocket.md)."""
+    context = gateway_context(websocket)
+    settings = context.settings
+    hub = _hub(websocket)
+    if not _origin_allowed(websocket.headers.get("origin"), settings.ws_allowed_origins):
+        error = ApiError(403, ErrorCode.PERMISSION_DENIED, "origin not allowed")
+        await _refuse_upgrade(websocket, error, "origin_refused")
+        return
+    fmt = websocket.query_params.get("format", "json")
+    codec = CODECS.get(fmt)
+    if codec is None:
+        error = ApiError(400, ErrorCode.INVALID_DATA, "format must be json or protobuf")
+        await _refuse_upgrade(websocket, error, "bad_request")
+        return
+    if context.draining:
+        await _refuse_upgrade(websocket, _draining(), "unavailable")
+        return
+    await websocket.accept()
+    try:
+        if _QUERY_TOKEN_KEYS & {key.lower() for key in websocket.query_params}:
+            raise await _close(
+                websocket,
+                CLOSE_AUTH_FAILED,
+                "tokens in the query string are refused",
+                "auth_failed",
+            )
+        principal = await _authenticate(websocket, context)
+    except _Closed:
+        return
+    session = Session(
+        websocket,
+        codec,
+        principal,
+        queue_size=settings.ws_send_queue_size,
+        peer=_peer(websocket, hub),
+    )
+    try:
+        lease = await context.rate_limiter.acquire_connection(
+            principal.user_id, session.lease_id, rate_limit_tier(principal)
+        )
+    except ApiError:
+        await session.finish()
+        await _close(
+            websocket, CLOSE_TRY_AGAIN_LATER, "connection limits unavailable", "unavailable"
+        )
+        return
+    if not lease.granted:
+        await session.finish()
+        await _close(websocket, CLOSE_POLICY_VIOLATION, "too many connections", "connection_limit")
+        return
+    WS_CONNECTIONS_TOTAL.labels("authenticated").inc()
+    WS_CONNECTIONS_ACTIVE.inc()
+    hub.add(session, lease.ttl_seconds)
+    try:
+        session.offer(auth_ok(int(principal.expires_at)))
+        await _serve(session, context, hub)
+    finally:
+        hub.remove(session)
+        WS_CONNECTIONS_ACTIVE.dec()
+        await session.finish()
+        try:
+            await context.rate_limiter.release_connection(principal.user_id, session.lease_id)
+        except ApiError as error:
+            log.warning("ws_lease_release_failed", code=str(error.code))
+
+
+def _draining() -> ApiError:
+    return ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "gateway is shutting down")
+
+
+async def _serve(session: Session, context: GatewayContext, hub: WebSocketHub) -> None:
+    limit = context.settings.ws_max_frame_bytes
+    malformed: collections.deque[float] = collections.deque()
+    dispatcher = _Dispatcher(session, context, hub, malformed)
+    while True:
+        message = await session.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        frame = _frame_of(message)
+        # After a close was sent, frames in flight are read and dropped until the
+        # client answers the close.
+        if frame is None or session.closing:
+            continue
+        WS_MESSAGES_RECEIVED.inc()
+        if _too_big(frame, limit):
+            session.close_soon(CLOSE_TOO_BIG, "frame too large")
+            continue
+        await dispatcher.handle(frame)
+
+
+class _Dispatcher:
+    """Answers the frames of one socket, in order."""
+
+    def __init__(
+        self,
+        session: Session,
+        context: GatewayContext,
+        hub: WebSocketHub,
+        malformed: collections.deque[float],
+    ) -> None:
+        self._session = session
+        self._context = context
+        self._hub = hub
+        self._malformed = malformed
+        self._call = Call(context.upstreams, self._subscribe)
+
+    def _subscribe(self, on: bool) -> None:
+        if on:
+            self._hub.subscribers.add(self._session)
+        else:
+            self._hub.subscribers.discard(self._session)
+
+    async def handle(self, frame: Frame) -> None:
+        session = self._session
+        started = time.perf_counter()
+        try:
+            decoded = session.codec.decode(frame)
+        except MalformedFrame as bad:
+            self._reply_malformed(bad, started)
+            return
+        if isinstance(decoded, AuthFrame):
+            await self._refresh(decoded, started)
+            return
+        token = request_id_var.set(decoded.req_id)
+        try:
+            await self._answer(decoded, started)
+        finally:
+            request_id_var.reset(token)
+
+    def _count_malformed(self) -> None:
+        now = time.monotonic()
+        self._malformed.append(now)
+        while self._malformed and self._malformed[0] < now - MALFORMED_WINDOW_SECONDS:
+            self._malformed.popleft()
+        if len(self._malformed) > MALFORMED_LIMIT:
+            self._session.close_soon(CLOSE_POLICY_VIOLATION, "too many malformed frames")
+
+    def _reply_malformed(self, bad: MalformedFrame, started: float) -> None:
+        session = self._session
+        error = ApiError(400, ErrorCode.INVALID_DATA, bad.msg)
+        session.offer(
+            session.codec.response(bad.pkg_id, bad.req_id, WsStatus.INVALID_DATA, error.payload())
+        )
+        audit_message(
+            self._context,
+            session.peer,
+            session.principal,
+            action="INVALID_FRAME",
+            resource="/web",
+            status=WsStatus.INVALID_DATA,
+            request_id=bad.req_id or "",
+            request_data=None,
+            error_message=bad.msg,
+            started=started,
+        )
+        self._count_malformed()
+
+    async def _refresh(self, auth: AuthFrame, started: float) -> None:
+        """A new token on an open socket: same user, later expiry; else 4001."""
+        session = self._session
+        status, reason = WsStatus.OK, ""
+        principal: Principal | None = None
+        if auth.token is None:
+            status, reason = WsStatus.INVALID_DATA, "malformed auth frame"
+        else:
+            try:
+                principal = await self._context.verifier.verify(auth.token)
+            except ApiError as error:
+                status, reason = error.ws_status, error.msg
+        if principal is not None and principal.user_id != session.principal.user_id:
+            status, reason = WsStatus.PERMISSION_DENIED, "token belongs to another user"
+        audit_message(
+            self._context,
+            session.peer,
+            session.principal,
+            action="AUTH",
+            resource="/web",
+            status=status,
+            request_id="",
+            request_data=None,
+            error_message=reason,
+            started=started,
+        )
+        if principal is None or status is not WsStatus.OK:
+            session.close_soon(CLOSE_AUTH_FAILED, reason)
+            return
+        session.reauthenticate(principal)
+        session.offer(auth_ok(int(principal.expires_at)))
+
+    async def _answer(self, request: Request, started: float) -> None:
+        session = self._session
+        status, data, meta = await self._outcome(request)
+        session.offer(session.codec.response(request.pkg_id, request.req_id, status, data, meta))
+        audit_message(
+            self._context,
+            session.peer,
+            session.principal,
+            action=request.pkg_id.name,
+            resource=resource(request.pkg_id, request.data),
+            status=status,
+            request_id=request.req_id,
+            request_data=request.data,
+            error_message=data.get("msg", "") if status is not WsStatus.OK else "",
+            started=started,
+        )
+
+    async def _outcome(self, request: Request) -> tuple[WsStatus, Any, dict[str, Any] | None]:
+        """(status_code, data, meta) of one request."""
+        session = self._session
+        principal = session.principal
+        handler = HANDLERS[request.pkg_id]
+        try:
+            decision = await self._context.rate_limiter.check_ws_message(
+                principal.user_id, rate_limit_tier(principal)
+            )
+            if not decision.allowed:
+                return WsStatus.RATE_LIMITED, decision.error().payload(), None
+            if not authorize(principal, handler.role):
+                return WsStatus.PERMISSION_DENIED, permission_denied(handler.role).payload(), None
+            try:
+                data = handler.schema.model_validate(request.data)
+            except ValidationError as invalid:
+                self._count_malformed()
+                return WsStatus.INVALID_DATA, _validation_payload(invalid), None
+            outcome = await handler.run(self._call, data)
+        except ApiError as error:
+            return error.ws_status, error.payload(), None
+        except Exception:
+            log.exception("ws_handler_failed", pkg_id=int(request.pkg_id))
+            internal = ApiError(500, ErrorCode.INTERNAL_ERROR, "internal error")
+            return internal.ws_status, internal.payload(), None
+        return WsStatus.OK, outcome.data, outcome.meta
+
+
+def _validation_payload(invalid: ValidationError) -> dict[str, Any]:
+    details = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())) or "data", "msg": e.get("msg", "")}
+        for e in invalid.errors()
+    ]
+    return ApiError(400, ErrorCode.VALIDATION_ERROR, "data validation failed", details).payload()
