@@ -1,47 +1,44 @@
-"""Entry point: `python -m gatehouse_audit` (placeholder serving health and metrics only)."""
+"""Entry point: `python -m gatehouse_audit` serves; `python -m gatehouse_audit migrate` migrates."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import signal
 
-import grpc
-from pydantic_settings import SettingsConfigDict
-
-from gatehouse_kit.grpc_server import GrpcService
+from gatehouse_audit.app import AuditApp
+from gatehouse_audit.migrate import upgrade
+from gatehouse_audit.settings import Settings
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
-from gatehouse_kit.settings import ServiceSettings
-
-
-class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="AUDIT_", extra="ignore", frozen=True)
-
-    grpc_port: int = 50052
-    metrics_port: int = 9102
-
-
-def _no_services(_: grpc.aio.Server) -> list[str]:
-    return []
 
 
 async def _serve(settings: Settings) -> None:
     metrics = MetricsServer(settings.bind_host, settings.metrics_port)
-    service = GrpcService(
-        _no_services,
-        host=settings.bind_host,
-        port=settings.grpc_port,
-        grace_seconds=settings.shutdown_grace_seconds,
-    )
+    app = AuditApp(settings)
     try:
-        await service.serve_until_signalled()
+        await app.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await app.stop()
     finally:
         metrics.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGTERM, or run the migrations with the `migrate` command."""
+    parser = argparse.ArgumentParser(prog="gatehouse-audit", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    args = parser.parse_args(argv)
     settings = Settings()
     configure_logging("audit", settings.log_level, settings.log_json)
-    asyncio.run(_serve(settings))
+    if args.command == "migrate":
+        upgrade(settings.database_url)
+    else:
+        asyncio.run(_serve(settings))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,145 @@
+"""Audit events between their wire form (`AuditEvent`) and their table rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from google.protobuf import timestamp_pb2
+
+from gatehouse_kit.errors import InvalidArgument
+from gatehouse_protos.audit.v1 import audit_pb2
+
+# The columns a write fills, in the order of a row; `id` is assigned by the table.
+COLUMNS = (
+    "event_id",
+    "timestamp",
+    "user_id",
+    "username",
+    "user_roles",
+    "action_type",
+    "resource",
+    "outcome",
+    "ip_address",
+    "user_agent",
+    "request_id",
+    "request_data",
+    "response_status",
+    "error_message",
+    "duration_ms",
+)
+
+Row = tuple[Any, ...]
+
+OUTCOMES = {
+    audit_pb2.OUTCOME_SUCCESS: "success",
+    audit_pb2.OUTCOME_ERROR: "error",
+    audit_pb2.OUTCOME_PERMISSION_DENIED: "permission_denied",
+}
+_OUTCOME_VALUES = {name: value for value, name in OUTCOMES.items()}
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TEXT_FIELDS = (
+    "user_id",
+    "username",
+    "action_type",
+    "resource",
+    "ip_address",
+    "user_agent",
+    "request_id",
+    "request_data",
+    "error_message",
+)
+
+
+def to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
+    """A protobuf Timestamp as an aware UTC datetime (microsecond precision)."""
+    return EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+
+
+def to_timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    """An aware datetime as a protobuf Timestamp."""
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def to_rows(events: Iterable[audit_pb2.AuditEvent]) -> list[Row]:
+    """Validated table rows of `events`; InvalidArgument names every bad field."""
+    rows: list[Row] = []
+    violations: list[tuple[str, str]] = []
+    for index, event in enumerate(events):
+        problems = _problems(event)
+        if problems:
+            violations.extend((f"events[{index}].{field}", why) for field, why in problems)
+            continue
+        rows.append(
+            (
+                uuid.UUID(event.event_id),
+                to_datetime(event.timestamp),
+                event.user_id,
+                event.username,
+                list(event.user_roles),
+                event.action_type,
+                event.resource,
+                OUTCOMES[event.outcome],
+                event.ip_address,
+                event.user_agent,
+                event.request_id,
+                event.request_data,
+                event.response_status,
+                event.error_message,
+                event.duration_ms,
+            )
+        )
+    if violations:
+        raise InvalidArgument("invalid audit events", violations[:20])
+    return rows
+
+
+def _problems(event: audit_pb2.AuditEvent) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    try:
+        uuid.UUID(event.event_id)
+    except ValueError:
+        problems.append(("event_id", "must be a UUID"))
+    if not event.HasField("timestamp"):
+        problems.append(("timestamp", "is required"))
+    elif not 0 <= event.timestamp.seconds < 253402300800:
+        problems.append(("timestamp", "must be between 1970 and 9999"))
+    if event.outcome not in OUTCOMES:
+        problems.append(("outcome", "must be success, error or permission_denied"))
+    # PostgreSQL text cannot hold NUL characters; such an event could never be stored.
+    problems.extend(
+        (field, "must not contain NUL characters")
+        for field in _TEXT_FIELDS
+        if "\x00" in getattr(event, field)
+    )
+    if any("\x00" in role for role in event.user_roles):
+        problems.append(("user_roles", "must not contain NUL characters"))
+    return problems
+
+
+def from_record(record: asyncpg.Record) -> audit_pb2.AuditEvent:
+    """The wire form of a stored row."""
+    return audit_pb2.AuditEvent(
+        id=record["id"],
+        event_id=str(record["event_id"]),
+        timestamp=to_timestamp(record["timestamp"]),
+        user_id=record["user_id"],
+        username=record["username"],
+        user_roles=record["user_roles"],
+        action_type=record["action_type"],
+        resource=record["resource"],
+        outcome=_OUTCOME_VALUES[record["outcome"]],
+        ip_address=record["ip_address"],
+        user_agent=record["user_agent"],
+        request_id=record["request_id"],
+        request_data=record["request_data"],
+        response_status=record["response_status"],
+        error_message=record["error_message"],
+        duration_ms=record["duration_ms"],
+    )
