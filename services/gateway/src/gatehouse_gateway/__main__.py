@@ -1,37 +1,42 @@
-"""Entry point: `python -m gatehouse_gateway` (placeholder serving health and metrics only)."""
+"""Entry point: `python -m gatehouse_gateway` serves HTTP and WebSockets, with /metrics apart.
+
+On SIGTERM: sockets are told 1001 (going away), readiness fails, in-flight requests
+finish within `GATEWAY_SHUTDOWN_GRACE_SECONDS`, then buffered audit events are flushed.
+"""
 
 from __future__ import annotations
 
-import uvicorn
-from fastapi import FastAPI
-from pydantic_settings import SettingsConfigDict
+import asyncio
 
+import uvicorn
+
+from gatehouse_gateway.app import create_app
+from gatehouse_gateway.settings import Settings
+from gatehouse_gateway.websocket import GracefulServer
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
-from gatehouse_kit.settings import ServiceSettings
-
-
-class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
-
-    http_port: int = 8000
-    metrics_port: int = 9100
-
-
-app = FastAPI(title="Gatehouse")
-
-
-@app.get("/health/live")
-async def live() -> dict[str, str]:
-    return {"status": "ok"}
 
 
 def main() -> None:
+    """Serve until SIGTERM/SIGINT."""
     settings = Settings()
     configure_logging("gateway", settings.log_level, settings.log_json)
     metrics = MetricsServer(settings.bind_host, settings.metrics_port)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.bind_host,
+        port=settings.http_port,
+        log_config=None,
+        # The edge middleware writes one structured line per request.
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
+        ws_max_size=settings.ws_max_frame_bytes,
+    )
     try:
-        uvicorn.run(app, host=settings.bind_host, port=settings.http_port, log_config=None)
+        asyncio.run(GracefulServer(config, app).serve())
     finally:
         metrics.close()
 

@@ -1,0 +1,88 @@
+"""The gateway application: routes, edge middleware, error handlers and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from gatehouse_gateway.context import GatewayContext
+from gatehouse_gateway.errors import install_error_handlers
+from gatehouse_gateway.http.client_ip import TrustedProxies
+from gatehouse_gateway.http.edge import EdgeMiddleware
+from gatehouse_gateway.http.routes import audit_logs, authors, health
+from gatehouse_gateway.settings import Settings
+from gatehouse_gateway.websocket import router as websocket_router
+from gatehouse_gateway.websocket import start_websockets, stop_websockets
+
+DESCRIPTION = """The public HTTP API of Gatehouse (the WebSocket protocol at `/web` is
+described in docs/websocket.md). Every response carries `X-Request-ID`; errors have the
+shape `{"error": {"code", "msg", "details"}}`."""
+
+
+def create_app(settings: Settings, context: GatewayContext | None = None) -> FastAPI:
+    """The gateway for `settings`; `context` replaces the one the lifespan would build."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = context or GatewayContext.build(settings)
+        app.state.context = ctx
+        await ctx.start()
+        await start_websockets(app)
+        try:
+            yield
+        finally:
+            ctx.draining = True
+            await stop_websockets(app)
+            await ctx.close()
+
+    app = FastAPI(
+        title="Gatehouse",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(authors.router)
+    app.include_router(audit_logs.router)
+    app.include_router(health.router)
+    app.include_router(websocket_router)
+    app.add_middleware(
+        EdgeMiddleware,
+        trusted_proxies=TrustedProxies(settings.trusted_proxies),
+        max_body_bytes=settings.max_body_bytes,
+    )
+    _document_400_not_422(app)
+    return app
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """Drop FastAPI's automatic 422 entries: invalid input answers 400 here."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = schema.get("components", {}).get("schemas", {})
+            if not any(
+                "HTTPValidationError" in str(op)
+                for p in schema["paths"].values()
+                for op in p.values()
+            ):
+                schemas.pop("HTTPValidationError", None)
+                schemas.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,67 @@
+"""What the gateway holds for its whole life: built in the app's lifespan, kept on app.state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as redis
+from starlette.requests import HTTPConnection
+
+from gatehouse_gateway.auth import TokenVerifier
+from gatehouse_gateway.ratelimiting import RateLimiter
+from gatehouse_gateway.settings import Settings
+from gatehouse_gateway.upstreams import Upstreams
+from gatehouse_kit.audit_client import AuditClient
+
+
+@dataclass
+class GatewayContext:
+    """The long-lived collaborators of request and socket handlers."""
+
+    settings: Settings
+    verifier: TokenVerifier
+    upstreams: Upstreams
+    rate_limiter: RateLimiter
+    audit: AuditClient
+    redis: redis.Redis
+    # Set once shutdown begins: readiness fails so the load balancer stops sending traffic.
+    draining: bool = field(default=False)
+
+    @classmethod
+    def build(cls, settings: Settings) -> GatewayContext:
+        """Every collaborator, not yet started (see `start`)."""
+        upstreams = Upstreams(settings)
+        return cls(
+            settings=settings,
+            verifier=TokenVerifier(settings),
+            upstreams=upstreams,
+            rate_limiter=RateLimiter(upstreams.ratelimit, settings.rate_limit_fails_open),
+            # Audit ingestion is a stream: it shares the (never retried) write channel.
+            audit=AuditClient(
+                upstreams.audit.write_channel, capacity=settings.audit_buffer_capacity
+            ),
+            redis=redis.Redis.from_url(settings.redis_url),
+        )
+
+    async def start(self) -> None:
+        """Start background work (the audit sender)."""
+        await self.audit.start()
+
+    async def close(self) -> None:
+        """Flush audit events, then close every connection."""
+        await self.audit.close(timeout=self.settings.shutdown_grace_seconds)
+        await self.verifier.aclose()
+        await self.redis.aclose()
+        await self.upstreams.close()
+
+
+def gateway_context(connection: HTTPConnection) -> GatewayContext:
+    """The context of the app serving `connection` (a Request or a WebSocket)."""
+    context: GatewayContext = connection.app.state.context
+    return context
+
+
+def client_ip(connection: HTTPConnection) -> str:
+    """The client's address (X-Forwarded-For believed only from trusted proxies)."""
+    address: str = connection.scope.get("state", {}).get("client_ip", "")
+    return address

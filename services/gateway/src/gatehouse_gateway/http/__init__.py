@@ -1,0 +1,1 @@
+"""The HTTP side of the gateway: edge middleware, dependencies and routes."""

@@ -1,0 +1,249 @@
+"""The edge of every HTTP request, as one pure ASGI middleware (no per-request task).
+
+In order: request id (the client's if sane), client IP (trusted proxies), body size
+limit on the bytes actually received, then after the route: security, request-id and
+rate-limit headers, metrics by route template, an access log line (no tokens, no query
+string) and one audit event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import structlog
+from prometheus_client import Counter, Histogram
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gatehouse_gateway.auditing import audit_event, outcome_for
+from gatehouse_gateway.auth import Principal
+from gatehouse_gateway.context import GatewayContext
+from gatehouse_gateway.errors import ApiError, ErrorCode, error_response, internal_error
+from gatehouse_gateway.http.client_ip import TrustedProxies
+from gatehouse_gateway.ratelimiting import RateDecision
+from gatehouse_kit.logging import request_id_var, sane_request_id
+
+log = structlog.get_logger("gatehouse_gateway.access")
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by route template and status code.",
+    ["method", "endpoint", "status_code"],
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer HTTP requests, by route template.",
+    ["method", "endpoint"],
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# Requests that match no route are labelled with this instead of their raw path, so a
+# scanner cannot blow up the metric's cardinality.
+UNMATCHED = "<unmatched>"
+
+_STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
+# Swagger UI loads its script and style from jsDelivr and runs an inline bootstrap.
+_DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "img-src 'self' data: https://fastapi.tiangolo.com; frame-ancestors 'none'"
+)
+_SECURITY_HEADERS = (
+    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+)
+# Probes and documentation are not user actions: no audit event for them.
+_NOT_AUDITED = frozenset({"/health", "/health/live", "/health/ready", "/docs", "/openapi.json"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class PayloadTooLarge(HTTPException):
+    """The body grew past the limit while it was being received.
+
+    An HTTPException, so that FastAPI's body reading re-raises it instead of turning
+    it into a generic 400.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
+
+
+def payload_too_large(limit: int) -> ApiError:
+    """413 for a body over `limit` bytes."""
+    return ApiError(
+        413,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"request body exceeds {limit} bytes",
+        details={"max_bytes": limit},
+    )
+
+
+class EdgeMiddleware:
+    """See the module docstring; audit events go to the app's `GatewayContext.audit`."""
+
+    def __init__(
+        self, app: ASGIApp, *, trusted_proxies: TrustedProxies, max_body_bytes: int
+    ) -> None:
+        self.app = app
+        self.trusted_proxies = trusted_proxies
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # Sockets get the same client address as requests; the rest is theirs.
+            client = scope.get("client")
+            headers = dict(_raw_headers(scope))
+            state = scope.setdefault("state", {})
+            state["client_ip"] = self.trusted_proxies.client_ip(
+                client[0] if client else None, headers.get("x-forwarded-for")
+            )
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await _Exchange(self, scope, receive, send).run()
+
+
+class _Exchange:
+    """One request through the edge."""
+
+    def __init__(self, edge: EdgeMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+        self.edge = edge
+        self.scope = scope
+        self.downstream_receive = receive
+        self.downstream_send = send
+        self.started = time.perf_counter()
+        self.status = 500
+        self.response_started = False
+        self.received = 0
+        self.body = bytearray()
+        headers = dict(_raw_headers(scope))
+        self.headers = headers
+        self.request_id = sane_request_id(headers.get("x-request-id"))
+        client = scope.get("client")
+        self.client_ip = edge.trusted_proxies.client_ip(
+            client[0] if client else None, headers.get("x-forwarded-for")
+        )
+        self.state: dict[str, Any] = scope.setdefault("state", {})
+        self.state["request_id"] = self.request_id
+        self.state["client_ip"] = self.client_ip
+
+    async def run(self) -> None:
+        token = request_id_var.set(self.request_id)
+        try:
+            await self._call_app()
+        finally:
+            request_id_var.reset(token)
+
+    async def _call_app(self) -> None:
+        declared = self.headers.get("content-length")
+        try:
+            limit = self.edge.max_body_bytes
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise PayloadTooLarge(self.edge.max_body_bytes)
+            await self.edge.app(self.scope, self.receive, self.send)
+        except PayloadTooLarge:
+            await self._fail(payload_too_large(self.edge.max_body_bytes))
+        except Exception:
+            log.exception("unhandled_error")
+            await self._fail(internal_error())
+        finally:
+            self._finish()
+
+    async def _fail(self, error: ApiError) -> None:
+        self.state["error"] = error
+        if self.response_started:
+            # Too late for an error response; the server closes the connection.
+            return
+        await error_response(error)(self.scope, self.receive, self.send)
+
+    async def receive(self) -> Message:
+        message = await self.downstream_receive()
+        if message["type"] == "http.request":
+            chunk: bytes = message.get("body", b"")
+            self.received += len(chunk)
+            if self.received > self.edge.max_body_bytes:
+                raise PayloadTooLarge(self.edge.max_body_bytes)
+            if self.scope["method"] in _BODY_METHODS:
+                self.body += chunk
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.response_started = True
+            self.status = message["status"]
+            headers = MutableHeaders(scope=message)
+            headers["x-request-id"] = self.request_id
+            for name, value in _SECURITY_HEADERS:
+                headers[name] = value
+            docs = self.scope["path"] == "/docs"
+            headers["content-security-policy"] = _DOCS_CSP if docs else _STRICT_CSP
+            decision: RateDecision | None = self.state.get("rate_limit")
+            if decision is not None:
+                for name, value in decision.headers().items():
+                    headers[name] = value
+        await self.downstream_send(message)
+
+    def _finish(self) -> None:
+        elapsed = time.perf_counter() - self.started
+        route: BaseRoute | None = self.scope.get("route")
+        endpoint = getattr(route, "path", None) or UNMATCHED
+        method: str = self.scope["method"]
+        HTTP_REQUESTS.labels(method, endpoint, str(self.status)).inc()
+        HTTP_DURATION.labels(method, endpoint).observe(elapsed)
+        principal: Principal | None = self.state.get("principal")
+        error: ApiError | None = self.state.get("error")
+        log.info(
+            "http_request",
+            method=method,
+            endpoint=endpoint,
+            path=self.scope["path"],
+            status=self.status,
+            duration_ms=round(elapsed * 1000, 3),
+            client_ip=self.client_ip,
+            user_id=principal.user_id if principal else None,
+            error_code=str(error.code) if error else None,
+        )
+        context: GatewayContext | None = getattr(self.scope["app"].state, "context", None)
+        if context is not None and endpoint not in _NOT_AUDITED:
+            context.audit.enqueue(
+                audit_event(
+                    principal=principal,
+                    action_type=f"{method} {endpoint}",
+                    resource=self.scope["path"],
+                    outcome=outcome_for(self.status),
+                    ip_address=self.client_ip,
+                    user_agent=self.headers.get("user-agent", ""),
+                    request_id=self.request_id,
+                    request_data=self._request_data(),
+                    response_status=self.status,
+                    error_message=error.msg if error else None,
+                    duration_ms=elapsed * 1000,
+                )
+            )
+
+    def _request_data(self) -> dict[str, Any] | None:
+        data: dict[str, Any] = {}
+        path_params = self.scope.get("path_params")
+        if path_params:
+            data["path"] = dict(path_params)
+        query = self.scope.get("query_string", b"")
+        if query:
+            parsed = parse_qs(query.decode("latin-1"))
+            data["query"] = {k: v if len(v) > 1 else v[0] for k, v in parsed.items()}
+        if self.body:
+            try:
+                data["body"] = json.loads(self.body)
+            except ValueError:
+                data["body"] = f"<{len(self.body)} bytes, not JSON>"
+        return data or None
+
+
+def _raw_headers(scope: Scope) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]

@@ -1,0 +1,113 @@
+"""`/audit-logs`: the audit trail, for auditors and administrators."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import JSONResponse
+
+from gatehouse_gateway import operations
+from gatehouse_gateway.http.dependencies import AuditReader, Context
+from gatehouse_gateway.http.responses import RATE_LIMIT_HEADERS, api_errors
+from gatehouse_gateway.operations import MAX_PER_PAGE, AuditFilter, Pagination
+from gatehouse_gateway.schemas import AuditLog, AuditLogPage, Outcome
+
+router = APIRouter(prefix="/audit-logs", tags=["audit-logs"])
+
+Page = Annotated[int, Query(ge=1, le=2**31 - 1, description="1-based page number")]
+PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
+Cursor = Annotated[
+    str | None, Query(max_length=1024, description="`meta.next_cursor` of the previous page")
+]
+Text = Annotated[str | None, Query(max_length=255)]
+Date = Annotated[datetime | None, Query(description="ISO 8601; without a zone, UTC")]
+
+_PAGE_DOC = {**api_errors(), 200: {"headers": RATE_LIMIT_HEADERS}}
+
+
+@router.get(
+    "",
+    response_model=AuditLogPage,
+    summary="Query audit events",
+    description="Newest first. `start_date` is inclusive, `end_date` exclusive. "
+    "Role: view-audit-logs (or admin).",
+    responses=_PAGE_DOC,
+)
+async def list_audit_logs(
+    _: AuditReader,
+    context: Context,
+    page: Page = 1,
+    per_page: PerPage = operations.DEFAULT_PER_PAGE,
+    cursor: Cursor = None,
+    user_id: Text = None,
+    username: Text = None,
+    action_type: Text = None,
+    resource: Annotated[str | None, Query(max_length=2048)] = None,
+    outcome: Annotated[Outcome | None, Query()] = None,
+    start_date: Date = None,
+    end_date: Date = None,
+) -> Response:
+    result = await operations.list_audit_logs(
+        context.upstreams,
+        AuditFilter(
+            user_id=user_id,
+            username=username,
+            action_type=action_type,
+            resource=resource,
+            outcome=outcome,
+            start_date=start_date,
+            end_date=end_date,
+        ),
+        Pagination(page=page, per_page=per_page, cursor=cursor),
+    )
+    return JSONResponse(result)
+
+
+@router.get(
+    "/user/{user_id}",
+    response_model=AuditLogPage,
+    summary="Query one user's audit events",
+    description="As `/audit-logs` with `user_id` fixed. Role: view-audit-logs (or admin).",
+    responses=_PAGE_DOC,
+)
+async def list_user_audit_logs(
+    _: AuditReader,
+    context: Context,
+    user_id: Annotated[str, Path(max_length=255, description="The user's `sub`")],
+    page: Page = 1,
+    per_page: PerPage = operations.DEFAULT_PER_PAGE,
+    cursor: Cursor = None,
+    action_type: Text = None,
+    outcome: Annotated[Outcome | None, Query()] = None,
+    start_date: Date = None,
+    end_date: Date = None,
+) -> Response:
+    result = await operations.list_audit_logs(
+        context.upstreams,
+        AuditFilter(
+            user_id=user_id,
+            action_type=action_type,
+            outcome=outcome,
+            start_date=start_date,
+            end_date=end_date,
+        ),
+        Pagination(page=page, per_page=per_page, cursor=cursor),
+    )
+    return JSONResponse(result)
+
+
+@router.get(
+    "/{id}",
+    response_model=AuditLog,
+    summary="Get one audit event",
+    description="404 when missing. Role: view-audit-logs (or admin).",
+    responses={**api_errors(404), 200: {"headers": RATE_LIMIT_HEADERS}},
+)
+async def get_audit_log(
+    _: AuditReader,
+    context: Context,
+    id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+) -> Response:
+    return JSONResponse(await operations.get_audit_log(context.upstreams, id))

@@ -1,0 +1,99 @@
+"""The gateway's configuration, read from `GATEWAY_*` environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from gatehouse_kit.settings import ServiceSettings
+
+# Asymmetric signatures only: `none` and the HMAC family would let anyone holding the
+# (public) key material mint tokens.
+SAFE_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+def _split(value: object) -> object:
+    """Accept `a,b,c` from the environment as well as a sequence from code."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(ServiceSettings):
+    """Every knob of the gateway; `GATEWAY_<FIELD>` overrides a default.
+
+    Lists (`allowed_algorithms`, `trusted_proxies`, `ws_allowed_origins`) are read from the
+    environment as comma-separated values.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
+
+    http_port: int = 8000
+    metrics_port: int = 9100
+
+    # Tokens: issuer as the clients see Keycloak (through Traefik), keys fetched directly.
+    issuer: str = "http://localhost:8080/auth/realms/gatehouse"
+    jwks_url: str = "http://127.0.0.1:8180/auth/realms/gatehouse/protocol/openid-connect/certs"
+    client_id: str = "gatehouse-web"
+    allowed_algorithms: CommaList = ("RS256",)
+    # Clock skew tolerated on exp/nbf.
+    token_leeway_seconds: float = 5.0
+    token_cache_size: int = 10_000
+    # An unknown `kid` refetches the key set at most this often.
+    jwks_refetch_interval_seconds: float = 10.0
+    jwks_timeout_seconds: float = 3.0
+
+    # Upstreams: Traefik's grpc entrypoint routes on :authority; set a target to a
+    # service's own address (and the authority to empty) to call it directly.
+    authors_target: str = "127.0.0.1:8081"
+    authors_authority: str = "authors"
+    audit_target: str = "127.0.0.1:8081"
+    audit_authority: str = "audit"
+    ratelimit_target: str = "127.0.0.1:8081"
+    ratelimit_authority: str = "ratelimit"
+    upstream_deadline_seconds: float = 3.0
+    ratelimit_deadline_seconds: float = 0.5
+    # Attempts (first try included) for idempotent reads; writes are tried once.
+    upstream_read_attempts: int = 3
+    breaker_failure_threshold: int = 5
+    breaker_open_seconds: float = 5.0
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    authors_events_channel: str = "gatehouse:authors:events"
+
+    trusted_proxies: CommaList = ("127.0.0.1/32", "::1/128")
+    max_body_bytes: int = 1024 * 1024
+    # When the ratelimit service cannot be reached: "open" lets requests through,
+    # "closed" answers 503. Unset: open in development, closed in production.
+    rate_limit_fail_mode: Literal["open", "closed"] | None = None
+
+    audit_buffer_capacity: int = 10_000
+
+    ws_allowed_origins: CommaList = ("http://localhost:8080", "http://127.0.0.1:8080")
+    ws_max_frame_bytes: int = 64 * 1024
+    ws_send_queue_size: int = 64
+    ws_auth_timeout_seconds: float = 5.0
+
+    @field_validator("allowed_algorithms", "trusted_proxies", "ws_allowed_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("allowed_algorithms")
+    @classmethod
+    def _only_asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unsafe = set(value) - SAFE_ALGORITHMS
+        if unsafe or not value:
+            raise ValueError(f"allowed_algorithms must be among {sorted(SAFE_ALGORITHMS)}")
+        return value
+
+    @property
+    def rate_limit_fails_open(self) -> bool:
+        """Whether requests pass when the ratelimit service cannot be reached."""
+        if self.rate_limit_fail_mode is not None:
+            return self.rate_limit_fail_mode == "open"
+        return self.profile == "development"
