@@ -45,6 +45,8 @@ def audit_settings(database_url: str, **overrides: Any) -> Settings:
         "write_retry_initial_seconds": 0.05,
         "write_retry_max_seconds": 0.5,
         "db_connect_timeout_seconds": 2.0,
+        # Fixed-date datasets must outlive retention unless a test says otherwise.
+        "retention_days": 36_500,
         **overrides,
     }
     return Settings(**values)
