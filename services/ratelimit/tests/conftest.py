@@ -1,16 +1,20 @@
-"""Fixtures of the ratelimit tests: small rules with 1-second windows, a served service
-on the shared Redis (a key prefix of each test's own), and a Redis store."""
+"""Fixtures of the ratelimit tests: small rules with 1-second windows, services on real
+Redis (a key prefix of each test's own), a store, and metric and error helpers."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
+from gatehouse_kit.errors import field_violations
 from gatehouse_kit.grpc_client import open_channel
 from gatehouse_protos.ratelimit.v1 import ratelimit_pb2 as pb
 from gatehouse_protos.ratelimit.v1 import ratelimit_pb2_grpc
@@ -59,23 +63,68 @@ def unique_prefix() -> str:
     return f"test:{uuid.uuid4().hex[:10]}:"
 
 
-@dataclass
-class Served:
-    """A running ratelimit service, a client stub and the settings it was built with."""
+if TYPE_CHECKING:
+    from gatehouse_protos.ratelimit.v1.ratelimit_pb2_grpc import (
+        RateLimitServiceAsyncStub as Stub,
+    )
 
-    running: RunningService
-    stub: ratelimit_pb2_grpc.RateLimitServiceAsyncStub
-    channel: grpc.aio.Channel
-    settings: Settings
+    StartService = Callable[..., Awaitable[tuple[RunningService, Stub]]]
 
-    async def decide(
-        self,
-        domain: str,
-        *entries: tuple[str, str],
-        hits: int = 0,
-        tier: str = "",
+
+@pytest.fixture
+async def start_service(rules_path: Path) -> AsyncIterator[StartService]:
+    """Starts services on free ports (settings as keyword overrides); stops them after."""
+    started: list[tuple[RunningService, grpc.aio.Channel]] = []
+
+    async def start(redis_url: str, **overrides: object) -> tuple[RunningService, Stub]:
+        values: dict[str, object] = {
+            "redis_url": redis_url,
+            "rules_path": rules_path,
+            "grpc_port": 0,
+            "key_prefix": unique_prefix(),
+            "fail_mode": "closed",
+            "lease_ttl_seconds": 1.0,
+            # Generous: the machine running the tests is shared and busy.
+            "redis_timeout_ms": 1000,
+            "rules_reload_debounce_ms": 50,
+            **overrides,
+        }
+        running = await build(Settings(**values))  # type: ignore[arg-type]
+        await running.grpc.start()
+        channel = open_channel(f"127.0.0.1:{running.grpc.port}", "ratelimit", max_attempts=1)
+        started.append((running, channel))
+        return running, ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+
+    yield start
+    for running, channel in started:
+        await channel.close()
+        await running.stop()
+
+
+@pytest.fixture
+async def served(redis_server: Backend, start_service: StartService) -> tuple[RunningService, Stub]:
+    """The service on the shared Redis, failing closed, with 1-second lease TTLs."""
+    return await start_service(redis_server.url)
+
+
+@pytest.fixture
+def running(served: tuple[RunningService, Stub]) -> RunningService:
+    return served[0]
+
+
+@pytest.fixture
+def stub(served: tuple[RunningService, Stub]) -> Stub:
+    return served[1]
+
+
+@pytest.fixture
+def decide(stub: Stub) -> Callable[..., Awaitable[pb.RateLimitResponse]]:
+    """decide(domain, (key, value), ..., hits=0, tier=""): one ShouldRateLimit call with a
+    single-entry descriptor per (key, value) pair."""
+
+    async def call(
+        domain: str, *entries: tuple[str, str], hits: int = 0, tier: str = ""
     ) -> pb.RateLimitResponse:
-        """One ShouldRateLimit call with one single-entry descriptor per (key, value)."""
         request = pb.RateLimitRequest(
             domain=domain,
             descriptors=[
@@ -85,41 +134,9 @@ class Served:
             hits_addend=hits,
             tier=tier,
         )
-        return await self.stub.ShouldRateLimit(request, timeout=5)
+        return await stub.ShouldRateLimit(request, timeout=5)
 
-
-async def serve(redis_url: str, rules_path: Path, **overrides: object) -> Served:
-    """Build and start the service on a free port against `redis_url`."""
-    values: dict[str, object] = {
-        "redis_url": redis_url,
-        "rules_path": rules_path,
-        "grpc_port": 0,
-        "key_prefix": unique_prefix(),
-        "fail_mode": "closed",
-        "lease_ttl_seconds": 1.0,
-        # Generous: the test machine is shared and busy; outage tests set their own.
-        "redis_timeout_ms": 1000,
-        "rules_reload_debounce_ms": 50,
-        **overrides,
-    }
-    settings = Settings(**values)  # type: ignore[arg-type]
-    running = await build(settings)
-    await running.grpc.start()
-    channel = open_channel(f"127.0.0.1:{running.grpc.port}", "ratelimit", max_attempts=1)
-    return Served(running, ratelimit_pb2_grpc.RateLimitServiceStub(channel), channel, settings)
-
-
-async def shut(served: Served) -> None:
-    await served.channel.close()
-    await served.running.stop()
-
-
-@pytest.fixture
-async def served(redis_server: Backend, rules_path: Path) -> AsyncIterator[Served]:
-    """The service on the shared Redis, failing closed, with 1-second lease TTLs."""
-    service = await serve(redis_server.url, rules_path)
-    yield service
-    await shut(service)
+    return call
 
 
 @pytest.fixture
@@ -128,3 +145,38 @@ async def store(redis_server: Backend) -> AsyncIterator[RedisStore]:
     redis_store = RedisStore(redis_server.url, timeout_seconds=2.0, key_prefix=unique_prefix())
     yield redis_store
     await redis_store.close()
+
+
+@pytest.fixture
+def metric() -> Callable[..., float]:
+    """metric(name, **labels): a sample's current value in this process (0 when unset)."""
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    return value
+
+
+@pytest.fixture
+def bad_fields() -> Callable[[grpc.aio.AioRpcError], list[str]]:
+    """The fields named by an INVALID_ARGUMENT's google.rpc.BadRequest details."""
+
+    def fields(error: grpc.aio.AioRpcError) -> list[str]:
+        status = rpc_status.from_call(error)
+        assert status is not None
+        return [field for field, _ in field_violations(status)]
+
+    return fields
+
+
+@pytest.fixture
+def until() -> Callable[..., Awaitable[None]]:
+    """until(condition, within=10): wait for a condition, e.g. a reload the file watcher
+    did on its own (it signals nothing but its rules and metrics, hence the polling)."""
+
+    async def wait(condition: Callable[[], bool], within: float = 10.0) -> None:
+        async with asyncio.timeout(within):
+            while not condition():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+    return wait

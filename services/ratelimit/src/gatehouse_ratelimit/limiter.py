@@ -31,8 +31,8 @@ MAX_HITS = 1000
 MAX_DESCRIPTORS = 16
 MAX_ENTRIES = 8
 MAX_TEXT = 256
-# A descriptor with less than this share of its limit left counts as near the limit.
-NEAR_LIMIT_SHARE = 0.2
+# A descriptor whose hits in the window exceed this share of its limit is near the limit.
+NEAR_LIMIT_RATIO = 0.8
 
 
 class RulesSource(Protocol):
@@ -190,7 +190,7 @@ class RateLimiter:
                 )
             )
             shadow_over |= shadow and state.over
-            near |= admitted and remaining < NEAR_LIMIT_SHARE * limit.requests_per_unit
+            near |= admitted and state.used > int(NEAR_LIMIT_RATIO * limit.requests_per_unit)
         if not admitted:
             result = "over_limit"
         elif shadow_over:

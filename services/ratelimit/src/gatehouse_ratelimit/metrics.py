@@ -13,7 +13,7 @@ DECISIONS = Counter(
 )
 NEAR_LIMIT = Counter(
     "rate_limit_near_limit_total",
-    "Admitted decisions that left a descriptor with less than 20% of its limit remaining.",
+    "Admitted decisions that brought a descriptor above 80% of its limit.",
     ["domain"],
 )
 BACKEND_ERRORS = Counter(
