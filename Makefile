@@ -15,6 +15,7 @@ test: bootstrap
 	@uv run pytest --cov --cov-report=term
 
 lint:
+	@"$$(bash scripts/install-buf.sh)" lint protos
 	@uv run ruff check .
 	@uv run ruff format --check .
 	@uv run mypy services tests benchmarks scripts
