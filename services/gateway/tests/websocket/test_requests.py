@@ -13,7 +13,9 @@ FORMATS = ["json", "protobuf"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-async def test_every_pkg_id_answers_in_both_formats(gateway: Any, issuer: Any, ws: Any, fmt: str) -> None:
+async def test_every_pkg_id_answers_in_both_formats(
+    gateway: Any, issuer: Any, ws: Any, fmt: str
+) -> None:
     name = f"Ursula {uuid.uuid4().hex[:8]}"
     async with ws(gateway, issuer.token("editor"), fmt=fmt) as client:
         created = await client.request(PkgId.CREATE_AUTHOR, {"name": f"  {name} "})
