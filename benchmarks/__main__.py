@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import RESULTS
+from benchmarks.plots import write_plots
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,6 +46,8 @@ def summary_markdown() -> str:
         for w in result["measurements"]:
             lines.append(f"| {w['name']} | {w['per_second']} | {w['p50_ms']} | {w['p99_ms']} |")
         lines.append("")
+        for plot in sorted(RESULTS.glob(f"{path.stem}-*.png")):
+            lines += [f"![{plot.stem}]({plot.name})", ""]
     return "\n".join(lines)
 
 
@@ -61,6 +64,8 @@ def main(names: list[str]) -> int:
         asyncio.run(module.run())
     (RESULTS / "SUMMARY.md").write_text(summary_markdown())
     print(f"wrote {RESULTS / 'SUMMARY.md'}")
+    for plot in write_plots():
+        print(f"wrote {plot}")
     return 0
 
 

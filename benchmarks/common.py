@@ -47,6 +47,8 @@ class Measurement:
             "p50_ms": round(percentile(lat, 50), 3) if lat else None,
             "p99_ms": round(percentile(lat, 99), 3) if lat else None,
             "mean_ms": round(statistics.fmean(lat), 3) if lat else None,
+            # Latency at each percentile 1..99, for the distribution plots.
+            "percentiles_ms": [round(percentile(lat, q), 3) for q in range(1, 100)] if lat else [],
         }
 
 
