@@ -4,7 +4,18 @@
 source "$(dirname "$0")/lib.sh"
 KEYCLOAK_VERSION="${KEYCLOAK_VERSION:-26.5.6}"
 home="$GATEHOUSE_CACHE/keycloak-$KEYCLOAK_VERSION"
-if [ -x "$home/bin/kc.sh" ] && [ -f "$home/.built" ]; then echo "$home"; exit 0; fi
+# Options fixed at build time (runtime options are given by scripts/keycloak.sh).
+BUILD_OPTIONS="--health-enabled=true --metrics-enabled=true --db=dev-file --http-relative-path=/auth"
+build() {
+  # shellcheck disable=SC2086  # the options are words on purpose
+  JAVA_HOME="$(bash "$(dirname "$0")/java-home.sh")" "$home/bin/kc.sh" build $BUILD_OPTIONS >&2
+  echo "$BUILD_OPTIONS" > "$home/.built"
+}
+if [ -x "$home/bin/kc.sh" ] && [ -f "$home/.built" ]; then
+  # Rebuild (seconds, no download) only when the build options changed.
+  [ "$(cat "$home/.built")" = "$BUILD_OPTIONS" ] || build
+  echo "$home"; exit 0
+fi
 log "fetching keycloak $KEYCLOAK_VERSION from Maven Central (first run only)"
 mvn -q -B dependency:copy \
   -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:zip" \
@@ -16,7 +27,5 @@ mv "$home.tmp/keycloak-$KEYCLOAK_VERSION" "$home" && rm -rf "$home.tmp"
 chmod +x "$home"/bin/*.sh
 rm -f "$GATEHOUSE_CACHE/keycloak-quarkus-dist-$KEYCLOAK_VERSION.zip"
 # Build once with the options that are fixed at build time, so that each start is quick.
-JAVA_HOME="$("$(dirname "$0")/java-home.sh")" "$home/bin/kc.sh" build \
-  --health-enabled=true --metrics-enabled=true --db=dev-file --http-relative-path=/auth >&2
-touch "$home/.built"
+build
 echo "$home"

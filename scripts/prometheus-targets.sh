@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Writes Prometheus file_sd target lists, one file per job, from the replica counts:
+# every replica is scraped through Traefik's metrics entrypoint at
+# /metrics/<process>/<replica> and labelled instance=<process>-<replica>.
+# Usage: prometheus-targets.sh <output dir> [metrics address, default 127.0.0.1:8082]
+set -euo pipefail
+out="${1:?usage: $0 <output dir> [metrics address]}"
+address="${2:-127.0.0.1:8082}"
+mkdir -p "$out"
+write() {  # write <job> <replicas> <path of replica k, with K for k> ...
+  local job="$1" replicas="$2" path="$3" sep="" k
+  {
+    printf '['
+    for ((k = 0; k < replicas; k++)); do
+      printf '%s\n  {"targets": ["%s"], "labels": {"instance": "%s-%d", "__metrics_path__": "%s"}}' \
+        "$sep" "$address" "$job" "$k" "${path//K/$k}"
+      sep=","
+    done
+    printf '\n]\n'
+  } > "$out/$job.json.tmp"
+  # Prometheus watches the file: replace it whole, never half-written.
+  mv "$out/$job.json.tmp" "$out/$job.json"
+}
+write gateway "${GATEWAY_REPLICAS:-1}" /metrics/gateway/K
+write authors "${AUTHORS_REPLICAS:-1}" /metrics/authors/K
+write audit "${AUDIT_REPLICAS:-1}" /metrics/audit/K
+write ratelimit "${RATELIMIT_REPLICAS:-1}" /metrics/ratelimit/K
+write keycloak 1 /metrics/keycloak/K
+write traefik 1 /metrics

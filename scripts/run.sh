@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Runs the whole platform natively under supervisord: Keycloak, Traefik, Prometheus and
+# the four services (replicas from GATEWAY_REPLICAS, AUTHORS_REPLICAS, AUDIT_REPLICAS,
+# RATELIMIT_REPLICAS), plus PostgreSQL and Redis through their own scripts.
+# Usage:
+#   run.sh [up]         start, wait until ready, print the URLs; Ctrl-C stops everything
+#   run.sh up -d        the same, then return and leave it running (detached)
+#   run.sh down         stop a running stack (PostgreSQL and Redis keep running)
+#   run.sh status       the state of every program
+#   run.sh ctl ARGS...  supervisorctl ARGS (e.g. `ctl restart gateway:gateway-0`)
+# State (logs, generated configuration, Prometheus data, the supervisord socket) lives in
+# ${GATEHOUSE_STATE:-~/.local/state/gatehouse}; delete it to start afresh.
+source "$(dirname "$0")/lib.sh"
+export GATEHOUSE_REPO="$REPO_ROOT"
+export GATEHOUSE_STATE="${GATEHOUSE_STATE:-$HOME/.local/state/gatehouse}"
+export GATEWAY_REPLICAS="${GATEWAY_REPLICAS:-1}" AUTHORS_REPLICAS="${AUTHORS_REPLICAS:-1}"
+export AUDIT_REPLICAS="${AUDIT_REPLICAS:-1}" RATELIMIT_REPLICAS="${RATELIMIT_REPLICAS:-1}"
+export GATEHOUSE_TLS_DIR="$GATEHOUSE_STATE/tls"
+# supervisorctl only reads the [supervisorctl] section, but expands every ENV_ it sees.
+export TRAEFIK_BIN="${TRAEFIK_BIN:-unset}"
+conf="$REPO_ROOT/deploy/supervisor/supervisord.conf"
+venv_bin="$REPO_ROOT/.venv/bin"
+
+ctl() { "$venv_bin/supervisorctl" -c "$conf" "$@"; }
+running() { [ -S "$GATEHOUSE_STATE/supervisor.sock" ] && ctl pid >/dev/null 2>&1; }
+
+stop_stack() {
+  running || return 0
+  log "stopping (services drain first, then the edge)"
+  local pid
+  pid="$(cat "$GATEHOUSE_STATE/supervisord.pid" 2>/dev/null || true)"
+  ctl shutdown >/dev/null || true
+  # shutdown returns at once; wait for supervisord to stop its children and exit.
+  while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+  log "stopped"
+}
+
+print_urls() {
+  cat <<TEXT
+
+Gatehouse is running ($GATEWAY_REPLICAS gateway, $AUTHORS_REPLICAS authors, $AUDIT_REPLICAS audit, $RATELIMIT_REPLICAS ratelimit replicas)
+  API and WebSocket   http://localhost:8080   (https://localhost:8443, development certificate)
+  API docs            http://localhost:8080/docs
+  Keycloak (public)   http://localhost:8080/auth/realms/gatehouse
+  Keycloak admin      http://127.0.0.1:8180/auth/admin   (kcadmin / kcadmin-dev-password, loopback only)
+  gRPC (internal)     127.0.0.1:8081   (:authority authors | audit | ratelimit)
+  metrics (internal)  http://127.0.0.1:8082/metrics/<process>/<replica>
+  Traefik dashboard   http://127.0.0.1:8083/dashboard/
+  Prometheus          http://127.0.0.1:9090
+  logs                $GATEHOUSE_STATE/logs
+
+Development users (realm gatehouse, client gatehouse-web; passwords are for development only):
+  admin    admin-dev-password     every role
+  editor   editor-dev-password    get-authors create-author update-author delete-author
+  viewer   viewer-dev-password    get-authors
+  auditor  auditor-dev-password   view-audit-logs
+  nobody   nobody-dev-password    no role
+TEXT
+}
+
+up() {
+  local detached="$1" started
+  started=$(date +%s)
+  if running; then
+    if [ "$detached" = yes ]; then
+      log "already running; checking readiness"
+      "$venv_bin/python" "$REPO_ROOT/scripts/stack_ready.py" --timeout 180
+      print_urls
+      return 0
+    fi
+    log "already running (detached); stop it with: bash scripts/run.sh down"
+    exit 1
+  fi
+  # Install only what is missing (make run has already run bootstrap.sh).
+  if ! command -v prometheus >/dev/null 2>&1 || ! command -v uv >/dev/null 2>&1 || [ ! -x "$venv_bin/supervisord" ]; then
+    bash "$REPO_ROOT/scripts/bootstrap.sh"
+  fi
+  TRAEFIK_BIN="$(bash "$REPO_ROOT/scripts/install-traefik.sh")"
+  bash "$REPO_ROOT/scripts/install-keycloak.sh" >/dev/null
+  bash "$REPO_ROOT/scripts/postgres.sh" start
+  bash "$REPO_ROOT/scripts/redis.sh" start
+  mkdir -p "$GATEHOUSE_STATE/logs" "$GATEHOUSE_STATE/prometheus/data"
+  bash "$REPO_ROOT/scripts/dev-cert.sh" "$GATEHOUSE_TLS_DIR"
+  bash "$REPO_ROOT/scripts/prometheus-targets.sh" "$GATEHOUSE_STATE/prometheus/targets" 127.0.0.1:8082
+  # Prometheus resolves targets/ and rules/ beside its configuration file.
+  ln -sfn "$REPO_ROOT/deploy/prometheus/prometheus.yml" "$GATEHOUSE_STATE/prometheus/prometheus.yml"
+  ln -sfn "$REPO_ROOT/deploy/prometheus/rules" "$GATEHOUSE_STATE/prometheus/rules"
+  log "starting supervisord (logs in $GATEHOUSE_STATE/logs)"
+  "$venv_bin/supervisord" -c "$conf"
+  if ! "$venv_bin/python" "$REPO_ROOT/scripts/stack_ready.py" --timeout "${GATEHOUSE_READY_TIMEOUT:-180}"; then
+    ctl status || true
+    log "not ready in time; see the logs in $GATEHOUSE_STATE/logs"
+    [ "$detached" = yes ] || stop_stack
+    exit 1
+  fi
+  log "ready in $(($(date +%s) - started))s"
+  print_urls
+  [ "$detached" = yes ] && return 0
+  trap 'echo; stop_stack; exit 0' INT TERM
+  echo "Ctrl-C stops everything."
+  # Wait in the background so that the trap runs as soon as a signal arrives.
+  while running; do sleep 2 & wait $! || true; done
+  log "supervisord has exited"
+}
+
+cmd="${1:-up}"
+case "$cmd" in
+  up) if [ "${2:-}" = "-d" ]; then up yes; else up no; fi ;;
+  down) stop_stack ;;
+  status) if running; then ctl status; else echo "not running"; exit 3; fi ;;
+  ctl) shift; ctl "$@" ;;
+  *) echo "usage: $0 [up [-d] | down | status | ctl ARGS...]" >&2; exit 2 ;;
+esac
