@@ -117,6 +117,8 @@ def make_engine(
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
         pool_pre_ping=True,
+        # Author names are user data: keep them out of exception messages and logs.
+        hide_parameters=True,
         connect_args={"timeout": connect_timeout, "command_timeout": statement_timeout},
     )
     _instrument(engine, slow_query_seconds)
