@@ -33,9 +33,10 @@ from websockets.typing import Origin
 from gatehouse_authors import migrate
 from gatehouse_authors.app import build_app
 from gatehouse_authors.settings import Settings as AuthorsSettings
+from gatehouse_gateway.app import create_app
 from gatehouse_gateway.context import GatewayContext
 from gatehouse_gateway.settings import Settings
-from gatehouse_gateway.websocket import GracefulServer, router, start_websockets, stop_websockets
+from gatehouse_gateway.websocket import GracefulServer
 from gatehouse_gateway.websocket.hub import WebSocketHub
 from gatehouse_kit.grpc_server import GrpcService
 from gatehouse_protos.websocket import websocket_pb2
@@ -210,22 +211,6 @@ class Gateway:
         return hub
 
 
-def _app(settings: Settings) -> FastAPI:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        context = GatewayContext.build(settings)
-        app.state.context = context
-        await context.start()
-        await start_websockets(app)
-        yield
-        await stop_websockets(app)
-        await context.close()
-
-    app = FastAPI(lifespan=lifespan)
-    app.include_router(router)
-    return app
-
-
 GatewayFactory = Callable[..., AbstractAsyncContextManager[Gateway]]
 
 
@@ -260,14 +245,14 @@ def gateway_settings(
 
 @asynccontextmanager
 async def _serve(settings: Settings) -> AsyncIterator[Gateway]:
-    app = _app(settings)
+    app = create_app(settings)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
         log_config=None,
         lifespan="on",
-        ws_max_size=settings.ws_max_frame_bytes * 2,
+        ws_max_size=settings.ws_max_frame_bytes,
     )
     server = GracefulServer(config, app)
     task = asyncio.create_task(server.serve())
