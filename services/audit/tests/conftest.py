@@ -125,3 +125,11 @@ def make_event() -> Iterator[EventFactory]:
     """Build an AuditEvent: a fresh event_id, now, defaults overridable by keyword
     (`when=` a datetime sets the timestamp)."""
     yield _make_event
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition that no event announces (for example a count in another
+    component), checking it every few milliseconds, up to `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
