@@ -71,6 +71,16 @@ domains:
       limits: {{default: {CONNECTIONS_PER_USER}, admin: 1000}}
 """
 
+
+@pytest.fixture(scope="session")
+def limits() -> dict[str, int]:
+    """The limits of the test rules."""
+    return {
+        "messages_per_minute": MESSAGES_PER_MINUTE,
+        "connections_per_user": CONNECTIONS_PER_USER,
+    }
+
+
 ROLES = {
     "admin": ["admin", "get-authors", "create-author", "update-author", "delete-author"],
     "editor": ["get-authors", "create-author", "update-author", "delete-author"],
