@@ -14,6 +14,11 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# `make bench` finishes within TOTAL_BUDGET_SECONDS (BENCH_TOTAL_SECONDS overrides it);
+# a benchmark module may set BUDGET_SECONDS, else it gets DEFAULT_BUDGET_SECONDS.
+TOTAL_BUDGET_SECONDS = float(os.environ.get("BENCH_TOTAL_SECONDS", 15 * 60))
+DEFAULT_BUDGET_SECONDS = 150.0
+
 
 def percentile(samples: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100) of `samples`, nearest-rank."""
