@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
+import structlog
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -80,10 +81,15 @@ async def test_a_failed_publish_keeps_the_write_and_is_counted(
         return value or 0.0
 
     before = failures()
-    async with serve_authors(settings) as stub:
-        created = await stub.CreateAuthor(pb.CreateAuthorRequest(name=f"{prefix} Kept"))
-        assert (await stub.GetAuthor(pb.GetAuthorRequest(id=created.id))).name == f"{prefix} Kept"
+    with structlog.testing.capture_logs() as logs:
+        async with serve_authors(settings) as stub:
+            created = await stub.CreateAuthor(pb.CreateAuthorRequest(name=f"{prefix} Kept"))
+            got = await stub.GetAuthor(pb.GetAuthorRequest(id=created.id))
+    assert got.name == f"{prefix} Kept"
     assert failures() == before + 1
+    assert [(e["event"], e["author_id"]) for e in logs if e["log_level"] == "warning"] == [
+        ("author event not published", created.id)
+    ]
     assert await sql.fetchval("SELECT name FROM authors WHERE id = $1", created.id) == (
         f"{prefix} Kept"
     )

@@ -8,14 +8,17 @@ passes, else the SQL verb). Errors that mean "the database cannot be reached" be
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import structlog
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import event, exc
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
@@ -34,11 +37,38 @@ DB_SLOW_QUERIES = Counter(
     "SQL statements slower than the configured slow-query threshold, by operation.",
     ["operation"],
 )
-DB_POOL_CONNECTIONS = Gauge(
-    "db_pool_connections",
-    "Connections of the database pool: in_use (checked out) or idle (pooled).",
-    ["state"],
-)
+
+
+class PoolConnections(Collector):
+    """`db_pool_connections{state}`: in_use (checked out) and idle connections, read from
+    the pools of every live engine at scrape time, so the figure is never stale."""
+
+    def __init__(self) -> None:
+        self._engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+    def track(self, engine: Engine) -> None:
+        self._engines.add(engine)
+
+    def collect(self) -> Iterator[Metric]:
+        in_use = idle = 0
+        for engine in list(self._engines):
+            # dispose() swaps in a new pool, so the engine's current one is read each time.
+            pool = engine.pool
+            if isinstance(pool, QueuePool):
+                in_use += pool.checkedout()
+                idle += pool.checkedin()
+        family = GaugeMetricFamily(
+            "db_pool_connections",
+            "Database pool connections by state: in_use (checked out) or idle.",
+            labels=["state"],
+        )
+        family.add_metric(["in_use"], in_use)
+        family.add_metric(["idle"], idle)
+        yield family
+
+
+DB_POOL_CONNECTIONS = PoolConnections()
+REGISTRY.register(DB_POOL_CONNECTIONS)
 
 # Long statements are cut in the log; values never appear since only the SQL text
 # with its $n placeholders is logged.
@@ -87,10 +117,7 @@ def _instrument(engine: AsyncEngine, slow_query_seconds: float) -> None:
                 statement=" ".join(statement.split())[:STATEMENT_LOG_CHARS],
             )
 
-    pool = sync_engine.pool
-    if isinstance(pool, QueuePool):
-        DB_POOL_CONNECTIONS.labels("in_use").set_function(pool.checkedout)
-        DB_POOL_CONNECTIONS.labels("idle").set_function(pool.checkedin)
+    DB_POOL_CONNECTIONS.track(sync_engine)
 
 
 def make_engine(
