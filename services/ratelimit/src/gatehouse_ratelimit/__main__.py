@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 import structlog
+import uvloop
 
 from gatehouse_kit.grpc_server import GrpcService
 from gatehouse_kit.logging import configure_logging
@@ -99,7 +100,9 @@ async def _serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging("ratelimit", settings.log_level, settings.log_json)
-    asyncio.run(_serve(settings))
+    # uvloop: a cheaper event loop under the many small awaits of a decision.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(settings))
 
 
 if __name__ == "__main__":
