@@ -12,6 +12,10 @@ cp "$REPO_ROOT/deploy/keycloak/gatehouse-realm.json" "$home/data/import/"
 export JAVA_HOME
 JAVA_HOME="$(bash "$REPO_ROOT/scripts/java-home.sh")"
 export JAVA_OPTS_KC_HEAP="${KEYCLOAK_JAVA_HEAP:--Xms64m -Xmx512m}"
+# The JIT's first tier only: measured here, it halves the CPU time of a start (about 21 s
+# to 11 s of CPU), which matters on a two-core machine; a development server does not
+# need the peak throughput of the optimising compiler.
+export JAVA_OPTS_APPEND="${KEYCLOAK_JAVA_OPTS:--XX:TieredStopAtLevel=1}"
 # The master realm's administrator; development only, reachable on loopback only.
 export KC_BOOTSTRAP_ADMIN_USERNAME="${KEYCLOAK_ADMIN_USER:-kcadmin}"
 export KC_BOOTSTRAP_ADMIN_PASSWORD="${KEYCLOAK_ADMIN_PASSWORD:-kcadmin-dev-password}"

@@ -58,9 +58,13 @@ Development users (realm gatehouse, client gatehouse-web; passwords are for deve
 TEXT
 }
 
+# One start or stop at a time (several test sessions may ask for the stack at once).
+lock() { mkdir -p "$GATEHOUSE_STATE"; exec 9>"$GATEHOUSE_STATE/run.lock"; flock 9; }
+
 up() {
   local detached="$1" started
   started=$(date +%s)
+  lock
   if running; then
     if [ "$detached" = yes ]; then
       log "already running; checking readiness"
@@ -86,7 +90,8 @@ up() {
   ln -sfn "$REPO_ROOT/deploy/prometheus/prometheus.yml" "$GATEHOUSE_STATE/prometheus/prometheus.yml"
   ln -sfn "$REPO_ROOT/deploy/prometheus/rules" "$GATEHOUSE_STATE/prometheus/rules"
   log "starting supervisord (logs in $GATEHOUSE_STATE/logs)"
-  "$venv_bin/supervisord" -c "$conf"
+  # supervisord must not inherit the lock.
+  "$venv_bin/supervisord" -c "$conf" 9>&-
   if ! "$venv_bin/python" "$REPO_ROOT/scripts/stack_ready.py" --timeout "${GATEHOUSE_READY_TIMEOUT:-180}"; then
     ctl status || true
     log "not ready in time; see the logs in $GATEHOUSE_STATE/logs"
@@ -96,6 +101,7 @@ up() {
   log "ready in $(($(date +%s) - started))s"
   print_urls
   [ "$detached" = yes ] && return 0
+  exec 9>&-
   trap 'echo; stop_stack; exit 0' INT TERM
   echo "Ctrl-C stops everything."
   # Wait in the background so that the trap runs as soon as a signal arrives.
@@ -106,7 +112,7 @@ up() {
 cmd="${1:-up}"
 case "$cmd" in
   up) if [ "${2:-}" = "-d" ]; then up yes; else up no; fi ;;
-  down) stop_stack ;;
+  down) lock; stop_stack ;;
   status) if running; then ctl status; else echo "not running"; exit 3; fi ;;
   ctl) shift; ctl "$@" ;;
   *) echo "usage: $0 [up [-d] | down | status | ctl ARGS...]" >&2; exit 2 ;;

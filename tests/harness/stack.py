@@ -1,0 +1,210 @@
+"""How tests reach the whole running platform: Traefik, Keycloak, Prometheus, services.
+
+In order:
+1. An already-running stack named by the environment: `GATEHOUSE_STACK_WEB_URL` (the
+   public entrypoint, e.g. `http://localhost:8080`); the others default to the same
+   host on the standard ports and may be given too: `GATEHOUSE_STACK_HTTPS_URL`,
+   `GATEHOUSE_STACK_GRPC_TARGET`, `GATEHOUSE_STACK_METRICS_URL`,
+   `GATEHOUSE_STACK_DASHBOARD_URL`, `GATEHOUSE_STACK_PROMETHEUS_URL`.
+2. docker compose (testcontainers) on docker-compose.yml when a Docker engine answers.
+3. The native stack of `make run`: `bash scripts/run.sh up -d`, which reuses a stack
+   that is already running and returns once every process answers.
+A native stack started here runs the gateway with a small audit buffer
+(`GATEWAY_AUDIT_BUFFER_CAPACITY`, default 1000 here) so that live alert tests can fill it.
+The native stack is left running after the session (reruns start at once) unless
+`CI=true`, where a stack the session started is stopped at its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.harness.backends import REPO, docker_answers
+
+REALM = "gatehouse"
+CLIENT_ID = "gatehouse-web"
+# Keycloak's issuer is pinned to the public URL, whichever way a token is fetched.
+ISSUER = f"http://localhost:8080/auth/realms/{REALM}"
+NATIVE_STATE = Path(os.environ.get("GATEHOUSE_STATE", str(Path.home() / ".local/state/gatehouse")))
+TEST_AUDIT_BUFFER_CAPACITY = "1000"
+# Supervisor's names for the programs that have replicas ("gateway-1" -> "gateway:gateway-1").
+REPLICATED = ("gateway", "authors", "audit", "ratelimit")
+
+
+def dev_password(username: str) -> str:
+    """The development-only password of a realm user (deploy/keycloak/gatehouse-realm.json)."""
+    return f"{username}-dev-password"
+
+
+def supervisor_name(process: str) -> str:
+    """Supervisor's name for `process`: `gateway-0`, `gateway` (all replicas) or `keycloak`."""
+    if process in REPLICATED:
+        return f"{process}:*"
+    group = process.rsplit("-", 1)[0]
+    return f"{group}:{process}" if group in REPLICATED else process
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The platform as a test sees it: its addresses and, natively, its process control."""
+
+    web_url: str
+    https_url: str
+    grpc_target: str
+    metrics_url: str
+    dashboard_url: str
+    prometheus_url: str
+    native: bool
+    state_dir: Path | None = None
+
+    @property
+    def keycloak_url(self) -> str:
+        """Keycloak's base URL through the public entrypoint (`.../auth`)."""
+        return f"{self.web_url}/auth"
+
+    @property
+    def token_url(self) -> str:
+        """The realm's token endpoint through the public entrypoint."""
+        return f"{self.keycloak_url}/realms/{REALM}/protocol/openid-connect/token"
+
+    def token_response(self, username: str, password: str | None = None) -> httpx.Response:
+        """The raw answer to a password grant for `username` through `:8080/auth`."""
+        return httpx.post(
+            self.token_url,
+            data={
+                "grant_type": "password",
+                "client_id": CLIENT_ID,
+                "username": username,
+                "password": password if password is not None else dev_password(username),
+                "scope": "openid",
+            },
+            timeout=30,
+        )
+
+    def token(self, username: str, password: str | None = None) -> str:
+        """An access token for a realm user (development password unless given)."""
+        response = self.token_response(username, password)
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def tls_context(self) -> ssl.SSLContext:
+        """An SSL context trusting the HTTPS entrypoint's development certificate.
+
+        Natively it is the file scripts/dev-cert.sh wrote; otherwise the certificate the
+        server presents, which must then be a valid self-signed one for its host name.
+        """
+        if self.state_dir is not None:
+            return ssl.create_default_context(cafile=str(self.state_dir / "tls" / "dev.crt"))
+        url = urlsplit(self.https_url)
+        pem = ssl.get_server_certificate((url.hostname or "localhost", url.port or 443))
+        return ssl.create_default_context(cadata=pem)
+
+    def log_path(self, program: str) -> Path:
+        """The log file of a native program (`traefik`, `keycloak`, `gateway-0`, ...)."""
+        if self.state_dir is None:
+            raise RuntimeError("logs are files only for the native stack")
+        return self.state_dir / "logs" / f"{program}.log"
+
+    def supervisorctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run supervisorctl against the native stack (`status`, `restart gateway:*`, ...)."""
+        if not self.native:
+            raise RuntimeError("only the native stack runs under supervisord")
+        return subprocess.run(
+            ["bash", str(REPO / "scripts" / "run.sh"), "ctl", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def stop(self, process: str) -> None:
+        """Stop one program of the native stack (`gateway-0`, `authors`, `keycloak`...)."""
+        result = self.supervisorctl("stop", supervisor_name(process))
+        if result.returncode != 0:
+            raise RuntimeError(f"could not stop {process}: {result.stdout}{result.stderr}")
+
+    def start(self, process: str) -> None:
+        """Start again a program stopped with `stop` (returns once supervisord has it up)."""
+        result = self.supervisorctl("start", supervisor_name(process))
+        if result.returncode != 0:
+            raise RuntimeError(f"could not start {process}: {result.stdout}{result.stderr}")
+
+
+def stack_from_env(web_url: str) -> Stack:
+    """A stack someone else runs, from GATEHOUSE_STACK_* variables."""
+    host = urlsplit(web_url).hostname or "localhost"
+    env = os.environ.get
+    return Stack(
+        web_url=web_url.rstrip("/"),
+        https_url=env("GATEHOUSE_STACK_HTTPS_URL", f"https://{host}:8443"),
+        grpc_target=env("GATEHOUSE_STACK_GRPC_TARGET", f"{host}:8081"),
+        metrics_url=env("GATEHOUSE_STACK_METRICS_URL", f"http://{host}:8082"),
+        dashboard_url=env("GATEHOUSE_STACK_DASHBOARD_URL", f"http://{host}:8083"),
+        prometheus_url=env("GATEHOUSE_STACK_PROMETHEUS_URL", f"http://{host}:9090"),
+        native=False,
+    )
+
+
+def local_stack(*, native: bool) -> Stack:
+    """The stack on this machine's standard ports (native or compose-published)."""
+    return Stack(
+        web_url="http://localhost:8080",
+        https_url="https://localhost:8443",
+        grpc_target="127.0.0.1:8081",
+        metrics_url="http://127.0.0.1:8082",
+        dashboard_url="http://127.0.0.1:8083",
+        prometheus_url="http://127.0.0.1:9090",
+        native=native,
+        state_dir=NATIVE_STATE if native else None,
+    )
+
+
+def native_running() -> bool:
+    """True when a native stack's supervisord answers."""
+    status = subprocess.run(
+        ["bash", str(REPO / "scripts" / "run.sh"), "status"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return status.returncode == 0
+
+
+@contextlib.contextmanager
+def running_stack() -> Iterator[Stack]:
+    """The session's platform, by the first of the three ways that applies."""
+    if web_url := os.environ.get("GATEHOUSE_STACK_WEB_URL"):
+        yield stack_from_env(web_url)
+        return
+    if docker_answers():
+        from testcontainers.compose import DockerCompose
+
+        with DockerCompose(str(REPO), compose_file_name="docker-compose.yml", wait=True):
+            yield local_stack(native=False)
+        return
+    started_here = not native_running()
+    env = {**os.environ}
+    env.setdefault("GATEWAY_AUDIT_BUFFER_CAPACITY", TEST_AUDIT_BUFFER_CAPACITY)
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "run.sh"), "up", "-d"],
+        check=True,
+        timeout=900,
+        stdout=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        yield local_stack(native=True)
+    finally:
+        if started_here and os.environ.get("CI") == "true":
+            subprocess.run(
+                ["bash", str(REPO / "scripts" / "run.sh"), "down"], timeout=300, check=False
+            )

@@ -1,0 +1,86 @@
+"""Traefik's routes: public ones answer on :8080, internal ones only on their own entrypoints."""
+
+from __future__ import annotations
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.harness.stack import Stack
+
+GRPC_SERVICES = ("authors", "audit", "ratelimit")
+
+
+def test_gateway_health_through_the_public_entrypoint(stack: Stack) -> None:
+    response = httpx.get(f"{stack.web_url}/health/live", timeout=10)
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("service", GRPC_SERVICES)
+async def test_grpc_health_of_each_service_through_the_grpc_entrypoint(
+    stack: Stack, service: str
+) -> None:
+    # The :authority picks the service, as the gateway's channels do.
+    async with grpc.aio.insecure_channel(
+        stack.grpc_target, options=[("grpc.default_authority", service)]
+    ) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_an_unknown_authority_reaches_no_service(stack: Stack) -> None:
+    async with grpc.aio.insecure_channel(
+        stack.grpc_target, options=[("grpc.default_authority", "nosuchservice")]
+    ) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/metrics",
+        "/metrics/gateway/0",
+        "/metrics/keycloak/0",
+        "/api/rawdata",
+        "/api/http/routers",
+        "/dashboard/",
+        "/ping",
+        "/gatehouse.authors.v1.Authors/GetAuthor",
+        "/grpc.health.v1.Health/Check",
+    ],
+)
+def test_internal_routes_are_not_reachable_on_the_public_entrypoint(
+    stack: Stack, path: str
+) -> None:
+    assert httpx.get(f"{stack.web_url}{path}", timeout=10).status_code == 404
+    secure = httpx.get(f"{stack.https_url}{path}", timeout=10, verify=stack.tls_context())
+    assert secure.status_code == 404
+
+
+@pytest.mark.parametrize("process", ["gateway", "authors", "audit", "ratelimit", "keycloak"])
+def test_each_process_exposes_metrics_on_the_metrics_entrypoint(stack: Stack, process: str) -> None:
+    response = httpx.get(f"{stack.metrics_url}/metrics/{process}/0", timeout=10)
+    assert response.status_code == 200
+    assert "# TYPE" in response.text
+
+
+def test_traefik_exposes_its_own_metrics_on_the_metrics_entrypoint(stack: Stack) -> None:
+    response = httpx.get(f"{stack.metrics_url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert "traefik_entrypoint_requests_total" in response.text
+
+
+def test_the_api_and_dashboard_entrypoint_answers(stack: Stack) -> None:
+    assert httpx.get(f"{stack.dashboard_url}/ping", timeout=10).text == "OK"
+    routers = httpx.get(f"{stack.dashboard_url}/api/http/routers", timeout=10).json()
+    assert {"gateway-read@file", "gateway-write@file", "keycloak@file"} <= {
+        router["name"] for router in routers
+    }

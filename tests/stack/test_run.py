@@ -1,0 +1,63 @@
+"""`make run`'s machinery: cached programs, a second start, process control."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness.backends import REPO
+from tests.harness.stack import Stack
+
+
+def run_script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run one of scripts/*.sh and capture its output."""
+    return subprocess.run(
+        ["bash", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture
+def native_stack(stack: Stack) -> Stack:
+    """The stack, which must be the native one (`make run`'s)."""
+    assert stack.native, "the native stack of make run is what these tests check"
+    return stack
+
+
+@pytest.mark.parametrize("script", ["scripts/install-traefik.sh", "scripts/install-keycloak.sh"])
+def test_installed_programs_come_from_the_cache(native_stack: Stack, script: str) -> None:
+    started = time.monotonic()
+    result = run_script(script, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).exists()
+    # No build and no download: a cached program is found in seconds.
+    assert time.monotonic() - started < 15
+    assert "building" not in result.stderr
+    assert "fetching" not in result.stderr
+
+
+def test_a_second_start_reuses_the_running_stack(native_stack: Stack) -> None:
+    started = time.monotonic()
+    result = run_script("scripts/run.sh", "up", "-d", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "already running" in result.stderr
+    assert "viewer-dev-password" in result.stdout
+    assert time.monotonic() - started < 60
+
+
+def test_status_lists_every_program_running(native_stack: Stack) -> None:
+    result = run_script("scripts/run.sh", "status", timeout=60)
+    assert result.returncode == 0, result.stdout
+    lines = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if line}
+    for program in (
+        "keycloak",
+        "traefik",
+        "prometheus",
+        "gateway:gateway-0",
+        "authors:authors-0",
+        "audit:audit-0",
+        "ratelimit:ratelimit-0",
+    ):
+        assert lines.get(program) == "RUNNING", result.stdout
