@@ -63,8 +63,9 @@ class WebSocketHub:
         self._rate_limiter = rate_limiter
         self.sessions: set[Session] = set()
         self.subscribers: set[Session] = set()
-        # Set while the Redis subscription is confirmed; cleared during an outage.
+        # Set while the Redis subscription is confirmed; `lost` while it is not.
         self.listening = asyncio.Event()
+        self.lost = asyncio.Event()
         self._lease_ttl = _DEFAULT_LEASE_TTL
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -139,6 +140,7 @@ class WebSocketHub:
                     await pubsub.subscribe(self._channel)
                     async for message in pubsub.listen():
                         if message["type"] == "subscribe":
+                            self.lost.clear()
                             self.listening.set()
                             delay = _RECONNECT_INITIAL
                             log.info("ws_broadcast_subscribed", channel=self._channel)
@@ -152,6 +154,7 @@ class WebSocketHub:
                 )
             finally:
                 self.listening.clear()
+                self.lost.set()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RECONNECT_MAX)
 
