@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
+from tests.harness.stack import Stack
 from tests.sre.prometheus import Prometheus
 from tests.sre.traffic import generate_traffic
 
 
 @pytest.fixture(scope="session")
-async def prometheus(stack: Any) -> AsyncIterator[Prometheus]:
+async def prometheus(stack: Stack) -> AsyncIterator[Prometheus]:
     """A client of the running stack's Prometheus."""
     client = Prometheus(stack.prometheus_url)
     yield client
@@ -20,6 +21,7 @@ async def prometheus(stack: Any) -> AsyncIterator[Prometheus]:
 
 
 @pytest.fixture(scope="session")
-async def traffic(stack: Any) -> None:
+async def traffic(stack: Stack) -> None:
     """Real HTTP and WebSocket traffic has gone through the stack once."""
-    await generate_traffic(stack.web_url)
+    token = await asyncio.to_thread(stack.token, "admin")
+    await generate_traffic(stack.web_url, token)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 
+from tests.harness.stack import Stack
 from tests.sre.prometheus import Prometheus
 
 # TargetDown's `for: 1m`, plus a scrape and an evaluation interval (5 s each), plus slack.
@@ -27,7 +27,7 @@ CONCURRENCY = 32
 
 
 @pytest.fixture(scope="module")
-async def audit_stopped(stack: Any, prometheus: Prometheus) -> AsyncIterator[float]:
+async def audit_stopped(stack: Stack, prometheus: Prometheus) -> AsyncIterator[float]:
     """The audit service is stopped for this module's tests (the monotonic time it stopped).
 
     Afterwards it is started again and its TargetDown alert must resolve.
@@ -64,7 +64,7 @@ async def _burst(web_url: str, requests: int) -> None:
 
 
 async def test_audit_drops_fire_the_drop_alert(
-    stack: Any, prometheus: Prometheus, audit_stopped: float
+    stack: Stack, prometheus: Prometheus, audit_stopped: float
 ) -> None:
     capacity = await _gateway_audit_capacity(prometheus)
     assert capacity < MAX_BURST, (
