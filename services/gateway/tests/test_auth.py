@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -83,7 +84,7 @@ async def test_verified_tokens_are_cached_and_keys_fetched_once(
     ],
 )
 async def test_claims_that_do_not_fit_are_refused_with_401(
-    verifier: TokenVerifier, realm: Realm, overrides: dict[str, object], message: str
+    verifier: TokenVerifier, realm: Realm, overrides: dict[str, Any], message: str
 ) -> None:
     error = await _refused(verifier, realm.token("admin", **overrides))
     assert (error.status, error.code, error.msg) == (401, "authentication_failed", message)

@@ -104,7 +104,9 @@ def test_an_if_match_naming_no_single_version_is_a_failed_precondition(header: s
     assert raised.value.status == 412
 
 
-def _status(code: int, limit: int, remaining: int, reset: float) -> ratelimit_pb2.DescriptorStatus:
+def _status(
+    code: ratelimit_pb2.Code.ValueType, limit: int, remaining: int, reset: float
+) -> ratelimit_pb2.DescriptorStatus:
     return ratelimit_pb2.DescriptorStatus(
         code=code,
         current_limit=ratelimit_pb2.RateLimit(

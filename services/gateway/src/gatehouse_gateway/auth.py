@@ -119,7 +119,7 @@ class TokenVerifier:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key=key.key,
-                algorithms=[algorithm],
+                algorithms=[str(algorithm)],
                 issuer=settings.issuer,
                 leeway=settings.token_leeway_seconds,
                 options={"require": ["exp", "iss", "sub"], "verify_aud": False},

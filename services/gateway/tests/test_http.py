@@ -1,0 +1,307 @@
+"""The HTTP API end to end in-process: real services over gRPC, tokens of CONTRACT's users."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from services.gateway.tests.tokens import Realm
+
+ROUTES = [
+    # (method, path template, body, role needed)
+    ("GET", "/authors", None, "get-authors"),
+    ("GET", "/authors/paginated", None, "get-authors"),
+    ("POST", "/authors", "new", "create-author"),
+    ("GET", "/authors/{id}", None, "get-authors"),
+    ("PUT", "/authors/{id}", "renamed", "update-author"),
+    ("DELETE", "/authors/{id}", None, "delete-author"),
+    ("GET", "/audit-logs", None, "view-audit-logs"),
+    ("GET", "/audit-logs/user/sub-viewer", None, "view-audit-logs"),
+]
+USERS_WITH = {
+    "get-authors": {"admin", "editor", "viewer"},
+    "create-author": {"admin", "editor"},
+    "update-author": {"admin", "editor"},
+    "delete-author": {"admin", "editor"},
+    "view-audit-logs": {"admin", "auditor"},
+}
+USERS = ["admin", "editor", "viewer", "auditor", "nobody"]
+
+
+def bearer(realm: Realm, username: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {realm.token(username)}"}
+
+
+async def create(
+    gateway: httpx.AsyncClient, realm: Realm, name: str | None = None
+) -> dict[str, object]:
+    response = await gateway.post(
+        "/authors",
+        json={"name": name or f"author {uuid.uuid4().hex}"},
+        headers=bearer(realm, "editor"),
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+@pytest.fixture
+async def author(gateway: httpx.AsyncClient, realm: Realm) -> dict[str, object]:
+    return await create(gateway, realm)
+
+
+@pytest.mark.parametrize("username", USERS)
+@pytest.mark.parametrize(("method", "path", "body", "role"), ROUTES)
+async def test_every_route_allows_exactly_the_users_holding_its_role(
+    gateway: httpx.AsyncClient,
+    realm: Realm,
+    author: dict[str, object],
+    username: str,
+    method: str,
+    path: str,
+    body: str | None,
+    role: str,
+) -> None:
+    url = path.replace("{id}", str(author["id"]))
+    json = {"name": f"{body} {uuid.uuid4().hex}"} if body else None
+    response = await gateway.request(method, url, json=json, headers=bearer(realm, username))
+    if username in USERS_WITH[role]:
+        assert response.status_code < 300, response.text
+    else:
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "permission_denied"
+
+
+async def test_audit_log_by_id_is_404_when_missing_for_auditors(
+    gateway: httpx.AsyncClient, realm: Realm
+) -> None:
+    response = await gateway.get("/audit-logs/999999999", headers=bearer(realm, "auditor"))
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    refused = await gateway.get("/audit-logs/1", headers=bearer(realm, "viewer"))
+    assert refused.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("headers", "msg"),
+    [
+        ({}, "missing bearer token"),
+        ({"Authorization": "Bearer nonsense"}, "malformed token"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "missing bearer token"),
+    ],
+)
+async def test_missing_or_bad_tokens_get_401_json_with_a_bearer_challenge(
+    gateway: httpx.AsyncClient, headers: dict[str, str], msg: str
+) -> None:
+    response = await gateway.get("/authors", headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": {"code": "authentication_failed", "msg": msg, "details": None}
+    }
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"lifetime": -120}, {"iss": "http://evil.example/realms/gatehouse"}, {"azp": "other"}],
+    ids=["expired", "wrong-issuer", "wrong-client"],
+)
+async def test_tokens_that_fail_a_claim_check_get_401(
+    gateway: httpx.AsyncClient, realm: Realm, overrides: dict[str, Any]
+) -> None:
+    token = realm.token("admin", **overrides)
+    response = await gateway.get("/authors", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert token not in response.text
+
+
+async def test_create_get_update_delete_with_location_etag_and_if_match(
+    gateway: httpx.AsyncClient, realm: Realm
+) -> None:
+    editor = bearer(realm, "editor")
+    name = f"Ursula {uuid.uuid4().hex}"
+    created = await gateway.post("/authors", json={"name": f"  {name}  "}, headers=editor)
+    assert created.status_code == 201
+    author = created.json()
+    assert author["name"] == name
+    assert set(author) == {"id", "name", "created_at", "updated_at"}
+    assert created.headers["location"] == f"/authors/{author['id']}"
+
+    fetched = await gateway.get(created.headers["location"], headers=editor)
+    assert fetched.json() == author
+    etag = fetched.headers["etag"]
+
+    renamed = await gateway.put(
+        f"/authors/{author['id']}",
+        json={"name": f"{name} II"},
+        headers={**editor, "If-Match": etag},
+    )
+    assert renamed.status_code == 200
+    assert renamed.headers["etag"] != etag
+    stale = await gateway.put(
+        f"/authors/{author['id']}",
+        json={"name": f"{name} III"},
+        headers={**editor, "If-Match": etag},
+    )
+    assert stale.status_code == 412
+    assert stale.json()["error"]["code"] == "precondition_failed"
+
+    duplicate = await gateway.post("/authors", json={"name": f"{name} II"}, headers=editor)
+    assert duplicate.status_code == 409
+    assert duplicate.json()["error"]["code"] == "conflict"
+
+    deleted = await gateway.delete(f"/authors/{author['id']}", headers=editor)
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    gone = await gateway.get(f"/authors/{author['id']}", headers=editor)
+    assert gone.status_code == 404
+    again = await gateway.delete(f"/authors/{author['id']}", headers=editor)
+    assert again.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"name": ""}', "validation_error"),
+        (b'{"name": "   "}', "validation_error"),
+        (b'{"name": "' + b"x" * 256 + b'"}', "validation_error"),
+        (b'{"nom": "x"}', "validation_error"),
+        (b"{not json", "invalid_data"),
+    ],
+)
+async def test_invalid_bodies_get_400_with_the_contract_codes(
+    gateway: httpx.AsyncClient, realm: Realm, body: bytes, code: str
+) -> None:
+    response = await gateway.post(
+        "/authors",
+        content=body,
+        headers={**bearer(realm, "editor"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+
+
+async def test_invalid_query_parameters_get_400_validation_error(
+    gateway: httpx.AsyncClient, realm: Realm
+) -> None:
+    response = await gateway.get(
+        "/authors/paginated", params={"per_page": 1001}, headers=bearer(realm, "viewer")
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["details"][0]["field"] == "per_page"
+
+
+async def test_pagination_by_page_and_by_cursor(gateway: httpx.AsyncClient, realm: Realm) -> None:
+    tag = uuid.uuid4().hex
+    for i in range(5):
+        await create(gateway, realm, f"paged {tag} {i}")
+    viewer = bearer(realm, "viewer")
+    page = await gateway.get(
+        "/authors/paginated", params={"search": tag, "page": 2, "per_page": 2}, headers=viewer
+    )
+    meta = page.json()["meta"]
+    assert [a["name"] for a in page.json()["items"]] == [f"paged {tag} 2", f"paged {tag} 3"]
+    assert (meta["page"], meta["per_page"], meta["total"], meta["pages"], meta["has_more"]) == (
+        2,
+        2,
+        5,
+        3,
+        True,
+    )
+    names: list[str] = []
+    cursor = ""
+    while True:
+        response = await gateway.get(
+            "/authors/paginated",
+            params={"search": tag, "per_page": 2, "cursor": cursor},
+            headers=viewer,
+        )
+        body = response.json()
+        names += [a["name"] for a in body["items"]]
+        if not body["meta"]["has_more"]:
+            assert body["meta"]["next_cursor"] is None
+            break
+        cursor = body["meta"]["next_cursor"]
+    assert names == [f"paged {tag} {i}" for i in range(5)]
+
+
+async def test_every_response_has_request_id_security_and_rate_limit_headers(
+    gateway: httpx.AsyncClient, realm: Realm
+) -> None:
+    response = await gateway.get(
+        "/authors", headers={**bearer(realm, "viewer"), "X-Request-ID": "client-id-1"}
+    )
+    assert response.headers["x-request-id"] == "client-id-1"
+    for header in (
+        "strict-transport-security",
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "content-security-policy",
+    ):
+        assert header in response.headers
+    assert int(response.headers["x-ratelimit-limit"]) == 100000
+    assert 0 < int(response.headers["x-ratelimit-remaining"]) < 100000
+    assert 0 < int(response.headers["x-ratelimit-reset"]) <= 60
+    insane = await gateway.get("/health/live", headers={"X-Request-ID": "bad id\twith tab"})
+    assert insane.headers["x-request-id"] != "bad id\twith tab"
+    assert len(insane.headers["x-request-id"]) == 36
+    missing = await gateway.get("/nowhere")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert "x-request-id" in missing.headers
+
+
+async def test_bodies_over_the_limit_get_413_even_without_or_with_a_lying_length(
+    gateway: httpx.AsyncClient, realm: Realm
+) -> None:
+    editor = {**bearer(realm, "editor"), "Content-Type": "application/json"}
+    big = b'{"name": "' + b"x" * (1024 * 1024) + b'"}'
+    declared = await gateway.post("/authors", content=big, headers=editor)
+    assert declared.status_code == 413
+    assert declared.json()["error"]["code"] == "payload_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 64 * 1024):
+            yield big[start : start + 64 * 1024]
+
+    chunked = await gateway.post("/authors", content=chunks(), headers=editor)
+    assert chunked.status_code == 413
+    assert chunked.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_openapi_documents_every_route_with_400_not_422(gateway: httpx.AsyncClient) -> None:
+    schema = (await gateway.get("/openapi.json")).json()
+    assert set(schema["paths"]) == {
+        "/authors",
+        "/authors/paginated",
+        "/authors/{id}",
+        "/audit-logs",
+        "/audit-logs/{id}",
+        "/audit-logs/user/{user_id}",
+        "/health",
+        "/health/live",
+        "/health/ready",
+    }
+    put = schema["paths"]["/authors/{id}"]["put"]
+    assert {"400", "401", "403", "404", "409", "412", "413", "429", "503", "504"} <= set(
+        put["responses"]
+    )
+    assert "422" not in str(schema)
+
+
+async def test_health_reports_every_dependency(gateway: httpx.AsyncClient) -> None:
+    health = await gateway.get("/health")
+    assert health.status_code == 200
+    assert health.json() == {
+        "status": "ok",
+        "services": {"authors": "ok", "audit": "ok", "ratelimit": "ok", "redis": "ok"},
+    }
+    assert (await gateway.get("/health/ready")).status_code == 200
+    assert (await gateway.get("/health/live")).json() == {"status": "ok"}
