@@ -57,3 +57,25 @@ async def test_a_stopped_database_is_unavailable_and_the_service_recovers_alone(
         again = await stub.CreateAuthor(pb.CreateAuthorRequest(name="After the outage"))
         names = [a.name for a in (await stub.ListAuthors(listing)).authors]
         assert names == ["Before the outage", again.name]
+
+
+async def test_a_restart_between_calls_is_not_answered_with_a_dead_connection(
+    private_postgres: PrivatePostgres,
+    migrated_database: Callable[[str], Awaitable[str]],
+    settings_for: Callable[..., Settings],
+    serve_authors: Callable[[Settings], AbstractAsyncContextManager[AuthorsServiceAsyncStub]],
+) -> None:
+    url = await migrated_database(private_postgres.url)
+    # Zero: every pooled connection counts as having idled long enough to be tested.
+    settings = settings_for(url, pool_ping_idle_seconds=0.0)
+    async with serve_authors(settings) as stub:
+        author = await stub.CreateAuthor(pb.CreateAuthorRequest(name="Survivor"))
+        admin = await asyncpg.connect(private_postgres.url)
+        await admin.execute("CHECKPOINT")
+        await admin.close()
+
+        # No call while it is down: the pool still holds the connection the server killed.
+        private_postgres.stop()
+        private_postgres.start()
+
+        assert (await stub.GetAuthor(pb.GetAuthorRequest(id=author.id))).name == "Survivor"

@@ -65,6 +65,7 @@ def build_app(settings: Settings) -> AuthorsApp:
         connect_timeout=settings.connect_timeout_seconds,
         statement_timeout=settings.statement_timeout_seconds,
         slow_query_seconds=settings.slow_query_seconds,
+        ping_idle_seconds=settings.pool_ping_idle_seconds,
     )
     redis = Redis.from_url(
         settings.redis_url,

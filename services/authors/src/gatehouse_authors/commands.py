@@ -78,10 +78,13 @@ class AuthorCommands:
         else:
             after_id, offset, number = None, (page.page - 1) * page.per_page, page.page
         # One row more than asked tells whether another page follows.
-        rows = await self._repository.page(
-            author_filter, after_id=after_id, offset=offset, limit=page.per_page + 1
+        rows, total = await self._repository.page(
+            author_filter,
+            after_id=after_id,
+            offset=offset,
+            limit=page.per_page + 1,
+            exact_limit=self._exact_count_limit,
         )
         authors, more = rows[: page.per_page], len(rows) > page.per_page
-        total = await self._repository.total(author_filter, self._exact_count_limit)
         next_cursor = self._cursors.encode(authors[-1].id, author_filter) if more else ""
         return AuthorPage(authors, number, page.per_page, total, next_cursor)

@@ -7,9 +7,21 @@ constraint, not a prior lookup, decides duplicates, so concurrent creates cannot
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.compiler import compiles
@@ -49,39 +61,112 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def conditions(author_filter: AuthorFilter) -> list[ColumnElement[bool]]:
-    """The WHERE terms of a filter."""
-    terms: list[ColumnElement[bool]] = []
+# Statements are built once per shape with bound parameters, not once per call:
+# constructing SQLAlchemy expressions costs more than executing a cached one.
+Params = dict[str, Any]
+Shape = tuple[bool, bool, bool]
+
+
+def _shape(author_filter: AuthorFilter) -> tuple[Shape, Params]:
+    params: Params = {}
     if author_filter.id is not None:
-        terms.append(authors.c.id == author_filter.id)
+        params["filter_id"] = author_filter.id
     if author_filter.name is not None:
-        terms.append(authors.c.name == author_filter.name)
+        params["filter_name"] = author_filter.name
     if author_filter.search:
-        pattern = f"%{_escape_like(author_filter.search)}%"
-        terms.append(authors.c.name.ilike(pattern, escape="\\"))
-    return terms
+        params["filter_pattern"] = f"%{_escape_like(author_filter.search)}%"
+    shape = ("filter_id" in params, "filter_name" in params, "filter_pattern" in params)
+    return shape, params
 
 
-def page_query(
-    author_filter: AuthorFilter, *, after_id: int | None, offset: int, limit: int
-) -> Select[Any]:
-    """Authors in id order, after `after_id` (keyset) and/or skipping `offset` rows."""
-    terms = conditions(author_filter)
-    if after_id is not None:
-        terms.append(authors.c.id > after_id)
-    query = select(*_COLUMNS).where(*terms).order_by(authors.c.id).limit(limit)
-    return query.offset(offset) if offset else query
+@lru_cache
+def _conditions(shape: Shape) -> tuple[ColumnElement[bool], ...]:
+    by_id, by_name, by_search = shape
+    terms: list[ColumnElement[bool]] = []
+    if by_id:
+        terms.append(authors.c.id == bindparam("filter_id"))
+    if by_name:
+        terms.append(authors.c.name == bindparam("filter_name"))
+    if by_search:
+        terms.append(authors.c.name.ilike(bindparam("filter_pattern"), escape="\\"))
+    return tuple(terms)
 
 
-def bounded_count_query(author_filter: AuthorFilter, limit: int) -> Select[Any]:
-    """How many authors match, counting no further than `limit` rows."""
-    matching = select(authors.c.id).where(*conditions(author_filter)).limit(limit)
+@lru_cache
+def _count(shape: Shape) -> Select[Any]:
+    limited = select(authors.c.id).where(*_conditions(shape))
+    matching = limited.limit(bindparam("count_limit", type_=Integer))
     return select(func.count()).select_from(matching.subquery())
 
 
-def matching_query(author_filter: AuthorFilter) -> Select[Any]:
+@lru_cache
+def _listing(shape: Shape, keyset: bool, skip: bool) -> Select[Any]:
+    terms = list(_conditions(shape))
+    if keyset:
+        terms.append(authors.c.id > bindparam("after_id"))
+    total = _count(shape).scalar_subquery().label("total")
+    query = (
+        select(*_COLUMNS, total)
+        .where(*terms)
+        .order_by(authors.c.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    return query.offset(bindparam("offset", type_=Integer)) if skip else query
+
+
+def listing_query(
+    author_filter: AuthorFilter, *, after_id: int | None, offset: int, limit: int, exact_limit: int
+) -> tuple[Select[Any], Params]:
+    """Matching authors in id order, after `after_id` (keyset) and/or skipping `offset`
+    rows, with the count of all matches (stopping after `exact_limit` + 1) as a last column.
+
+    The count is an uncorrelated subquery, which PostgreSQL evaluates once per statement.
+    """
+    shape, params = _shape(author_filter)
+    params.update(limit=limit, count_limit=exact_limit + 1)
+    if after_id is not None:
+        params["after_id"] = after_id
+    if offset:
+        params["offset"] = offset
+    return _listing(shape, after_id is not None, bool(offset)), params
+
+
+def bounded_count_query(author_filter: AuthorFilter, limit: int) -> tuple[Select[Any], Params]:
+    """How many authors match, counting no further than `limit` rows."""
+    shape, params = _shape(author_filter)
+    return _count(shape), {**params, "count_limit": limit}
+
+
+def matching_query(author_filter: AuthorFilter) -> tuple[Select[Any], Params]:
     """The rows a filter matches; EXPLAINed for an estimate of their number."""
-    return select(authors.c.id).where(*conditions(author_filter))
+    shape, params = _shape(author_filter)
+    return select(authors.c.id).where(*_conditions(shape)), params
+
+
+_GET = select(*_COLUMNS).where(authors.c.id == bindparam("author_id"))
+_VERSION = select(authors.c.version).where(authors.c.id == bindparam("author_id"))
+_INSERT = insert(authors).values(name=bindparam("name")).returning(*_COLUMNS)
+
+
+@lru_cache
+def _match(versioned: bool) -> ColumnElement[bool]:
+    match = authors.c.id == bindparam("author_id")
+    return and_(match, authors.c.version == bindparam("expected_version")) if versioned else match
+
+
+@lru_cache
+def _update(versioned: bool) -> Any:
+    return (
+        update(authors)
+        .where(_match(versioned))
+        .values(name=bindparam("name"), version=authors.c.version + 1, updated_at=func.now())
+        .returning(*_COLUMNS)
+    )
+
+
+@lru_cache
+def _delete(versioned: bool) -> Any:
+    return delete(authors).where(_match(versioned)).returning(*_COLUMNS)
 
 
 def _author(row: Any) -> Author:
@@ -94,46 +179,41 @@ class AuthorRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def _one(self, operation: str, statement: Any) -> Any:
+    async def _one(self, operation: str, statement: Any, params: Params) -> Any:
         with database_errors():
             async with self._engine.connect() as conn:
-                result = await conn.execute(statement, execution_options={"operation": operation})
+                result = await conn.execute(
+                    statement, params, execution_options={"operation": operation}
+                )
                 return result.first()
 
     async def insert(self, name: str) -> Author:
         """Store a new author; `AlreadyExists` if the name is taken."""
-        statement = insert(authors).values(name=name).returning(*_COLUMNS)
         try:
-            row = await self._one("insert", statement)
+            row = await self._one("insert", _INSERT, {"name": name})
         except IntegrityError as error:
             _raise_if_duplicate(error, name)
             raise
         return _author(row)
 
     async def get(self, author_id: int) -> Author | None:
-        row = await self._one("get", select(*_COLUMNS).where(authors.c.id == author_id))
+        row = await self._one("get", _GET, {"author_id": author_id})
         return _author(row) if row is not None else None
 
     async def version_of(self, author_id: int) -> int | None:
         """The stored version of an author, None if it does not exist."""
-        row = await self._one("version", select(authors.c.version).where(authors.c.id == author_id))
+        row = await self._one("version", _VERSION, {"author_id": author_id})
         return int(row[0]) if row is not None else None
 
     async def update(
         self, author_id: int, name: str, expected_version: int | None
     ) -> Author | None:
         """Rename and bump the version; None if no row has that id (and version, if given)."""
-        match = authors.c.id == author_id
+        params: Params = {"author_id": author_id, "name": name}
         if expected_version is not None:
-            match = and_(match, authors.c.version == expected_version)
-        statement = (
-            update(authors)
-            .where(match)
-            .values(name=name, version=authors.c.version + 1, updated_at=func.now())
-            .returning(*_COLUMNS)
-        )
+            params["expected_version"] = expected_version
         try:
-            row = await self._one("update", statement)
+            row = await self._one("update", _update(expected_version is not None), params)
         except IntegrityError as error:
             _raise_if_duplicate(error, name)
             raise
@@ -141,42 +221,57 @@ class AuthorRepository:
 
     async def delete(self, author_id: int, expected_version: int | None) -> Author | None:
         """Remove an author and return it; None if no row has that id (and version)."""
-        match = authors.c.id == author_id
+        params: Params = {"author_id": author_id}
         if expected_version is not None:
-            match = and_(match, authors.c.version == expected_version)
-        row = await self._one("delete", delete(authors).where(match).returning(*_COLUMNS))
+            params["expected_version"] = expected_version
+        row = await self._one("delete", _delete(expected_version is not None), params)
         return _author(row) if row is not None else None
 
     async def page(
-        self, author_filter: AuthorFilter, *, after_id: int | None, offset: int, limit: int
-    ) -> list[Author]:
-        """Up to `limit` matching authors in id order (see `page_query`)."""
-        statement = page_query(author_filter, after_id=after_id, offset=offset, limit=limit)
-        with database_errors():
-            async with self._engine.connect() as conn:
-                result = await conn.execute(statement, execution_options={"operation": "list"})
-                return [_author(row) for row in result]
+        self,
+        author_filter: AuthorFilter,
+        *,
+        after_id: int | None,
+        offset: int,
+        limit: int,
+        exact_limit: int,
+    ) -> tuple[list[Author], Total]:
+        """Up to `limit` matching authors in id order, and how many match in all.
 
-    async def total(self, author_filter: AuthorFilter, exact_limit: int) -> Total:
-        """The number of matching authors: exact up to `exact_limit`, else estimated.
-
-        The count stops after `exact_limit` + 1 rows, so a page of a huge table never
-        counts all of it; past that the planner's row estimate stands in.
+        The count rides along with the page (one round trip) and stops after
+        `exact_limit` + 1 rows, so no page of a huge table counts all of it; past
+        that, the planner's row estimate stands in and is flagged as such.
         """
+        statement, params = listing_query(
+            author_filter, after_id=after_id, offset=offset, limit=limit, exact_limit=exact_limit
+        )
         with database_errors():
             async with self._engine.connect() as conn:
-                counted = await conn.scalar(
-                    bounded_count_query(author_filter, exact_limit + 1),
-                    execution_options={"operation": "count"},
+                result = await conn.execute(
+                    statement, params, execution_options={"operation": "list"}
                 )
-                if counted is not None and counted <= exact_limit:
-                    return Total(int(counted), estimated=False)
+                rows = result.all()
+                if rows:
+                    counted = int(rows[0][-1])
+                else:
+                    # Past the last page the count has no row to ride on.
+                    count, count_params = bounded_count_query(author_filter, exact_limit + 1)
+                    counted = int(
+                        await conn.scalar(
+                            count, count_params, execution_options={"operation": "count"}
+                        )
+                        or 0
+                    )
+                found = [_author(row[:-1]) for row in rows]
+                if counted <= exact_limit:
+                    return found, Total(counted, estimated=False)
+                matching, matching_params = matching_query(author_filter)
                 plan = await conn.scalar(
-                    Explain(matching_query(author_filter)),
+                    Explain(matching),
+                    matching_params,
                     execution_options={"operation": "estimate"},
                 )
-        estimate = _plan_rows(plan)
-        return Total(max(estimate, exact_limit + 1), estimated=True)
+        return found, Total(max(_plan_rows(plan), exact_limit + 1), estimated=True)
 
 
 def _plan_rows(plan: Any) -> int:

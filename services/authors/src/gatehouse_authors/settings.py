@@ -29,11 +29,14 @@ class Settings(ServiceSettings):
     pool_max_overflow: int = 10
     # How long a call waits for a free pooled connection before UNAVAILABLE.
     pool_timeout_seconds: float = 5.0
+    # A pooled connection idle longer than this is tested before use (see database.py).
+    pool_ping_idle_seconds: float = 1.0
     connect_timeout_seconds: float = 5.0
     statement_timeout_seconds: float = 10.0
     cursor_secret: SecretStr = SecretStr(DEVELOPMENT_CURSOR_SECRET)
-    # Up to this many matching rows a page's total is an exact count; beyond, a planner estimate.
-    exact_count_limit: int = 10_000
+    # Up to this many matching rows a page's total is an exact count; beyond, a planner
+    # estimate. Each page counts at most this many rows (+1), so it bounds a page's cost.
+    exact_count_limit: int = 1_000
     # Unset: apply migrations at start in the development profile only.
     migrate_on_start: bool | None = None
 
