@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.harness.stack import Stack
 
@@ -122,13 +121,6 @@ def _access_log_line(stack: Stack, request_id: str) -> dict[str, Any]:
                     return entry
         time.sleep(0.2)
     raise AssertionError(f"no access-log line for {request_id}")
-
-
-@pytest.fixture
-def native_stack(stack: Stack) -> Stack:
-    """The stack, which must be the native one (its logs are files on this machine)."""
-    assert stack.state_dir is not None, "needs the native stack's log files"
-    return stack
 
 
 def test_access_log_is_json_without_credentials(native_stack: Stack) -> None:

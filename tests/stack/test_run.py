@@ -19,13 +19,6 @@ def run_script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.fixture
-def native_stack(stack: Stack) -> Stack:
-    """The stack, which must be the native one (`make run`'s)."""
-    assert stack.native, "the native stack of make run is what these tests check"
-    return stack
-
-
 @pytest.mark.parametrize("script", ["scripts/install-traefik.sh", "scripts/install-keycloak.sh"])
 def test_installed_programs_come_from_the_cache(native_stack: Stack, script: str) -> None:
     started = time.monotonic()
