@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -73,18 +73,28 @@ class AuthorPage:
         return -(-self.total.count // self.per_page)
 
 
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _set_timestamp(stamp: Timestamp, moment: datetime) -> None:
+    # Integer arithmetic, and in place: Timestamp.FromDatetime plus a message copy per
+    # field was most of the CPU a 50-author page cost.
+    delta = moment - _EPOCH
+    stamp.seconds = delta.days * 86_400 + delta.seconds
+    stamp.nanos = delta.microseconds * 1_000
+
+
+def fill_author(message: authors_pb2.Author, author: Author) -> None:
+    """Write `author` into `message` (for example a repeated field's new element)."""
+    message.id = author.id
+    message.name = author.name
+    message.version = author.version
+    _set_timestamp(message.created_at, author.created_at)
+    _set_timestamp(message.updated_at, author.updated_at)
 
 
 def author_message(author: Author) -> authors_pb2.Author:
     """The protobuf form of `author`."""
-    return authors_pb2.Author(
-        id=author.id,
-        name=author.name,
-        created_at=_timestamp(author.created_at),
-        updated_at=_timestamp(author.updated_at),
-        version=author.version,
-    )
+    message = authors_pb2.Author()
+    fill_author(message, author)
+    return message

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gatehouse_authors.commands import AuthorCommands
-from gatehouse_authors.domain import AuthorFilter, CursorPage, OffsetPage, author_message
+from gatehouse_authors.domain import (
+    AuthorFilter,
+    CursorPage,
+    OffsetPage,
+    author_message,
+    fill_author,
+)
 from gatehouse_protos.authors.v1 import authors_pb2, authors_pb2_grpc
 from gatehouse_protos.common.v1 import pagination_pb2
 
@@ -58,8 +64,7 @@ class AuthorsServicer(authors_pb2_grpc.AuthorsServiceServicer):
         self, request: authors_pb2.ListAuthorsRequest, context: Context
     ) -> authors_pb2.ListAuthorsResponse:
         page = await self._commands.list_page(_filter(request.filter), _page(request))
-        return authors_pb2.ListAuthorsResponse(
-            authors=[author_message(a) for a in page.authors],
+        reply = authors_pb2.ListAuthorsResponse(
             meta=pagination_pb2.PageMeta(
                 page=page.page,
                 per_page=page.per_page,
@@ -70,6 +75,9 @@ class AuthorsServicer(authors_pb2_grpc.AuthorsServiceServicer):
                 has_more=page.has_more,
             ),
         )
+        for author in page.authors:
+            fill_author(reply.authors.add(), author)
+        return reply
 
     async def UpdateAuthor(
         self, request: authors_pb2.UpdateAuthorRequest, context: Context
