@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import grpc
 import httpx
 import pytest
+import websockets
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.harness.stack import Stack
@@ -84,3 +88,19 @@ def test_the_api_and_dashboard_entrypoint_answers(stack: Stack) -> None:
     assert {"gateway-read@file", "gateway-write@file", "keycloak@file"} <= {
         router["name"] for router in routers
     }
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["ws", "wss"])
+async def test_websockets_pass_both_public_entrypoints(stack: Stack, secure: bool) -> None:
+    base = stack.https_url if secure else stack.web_url
+    token = await asyncio.to_thread(stack.token, "viewer")
+    async with websockets.connect(
+        base.replace("http", "ws", 1) + "/web",
+        additional_headers={"Authorization": f"Bearer {token}", "Origin": base},
+        ssl=stack.tls_context() if secure else None,
+    ) as socket:
+        assert json.loads(await socket.recv())["type"] == "auth_ok"
+        # Idle for a while, the socket is still served: the entrypoints have no read timeout.
+        await asyncio.sleep(2)
+        pong = await socket.ping()
+        await asyncio.wait_for(pong, timeout=5)
