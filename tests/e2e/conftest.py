@@ -1,0 +1,84 @@
+"""Fixtures of the end-to-end suite: real Keycloak tokens and clients through Traefik :8080.
+
+Every client here says, in `X-Forwarded-For`, that it is one address of TEST-NET-3
+(203.0.113.0/24). Traefik passes that on from loopback as from any trusted proxy, so the
+gateway limits these requests per that address like a real client's, and they do not use
+up the per-address limits of 127.0.0.1 that every other test on this machine shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import jwt
+import pytest
+
+from tests.harness.stack import Stack
+
+# CONTRACT.md's development users.
+USERS = ("admin", "editor", "viewer", "auditor", "nobody")
+# A token is fetched again when it has less than this left (the realm gives 300 s).
+TOKEN_MARGIN_SECONDS = 60.0
+_addresses = itertools.count(1)
+
+
+def client_address() -> str:
+    """A fresh TEST-NET-3 address for one client of the suite."""
+    return f"203.0.113.{next(_addresses) % 254 + 1}"
+
+
+class Tokens:
+    """Access tokens of the realm's users, fetched from Keycloak through Traefik and reused
+    until they come near their expiry (the suite outlasts one token's lifetime)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self._cached: dict[str, tuple[str, float]] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, username: str) -> str:
+        """A token of `username` valid for at least TOKEN_MARGIN_SECONDS more."""
+        async with self._lock:
+            token, expires = self._cached.get(username, ("", 0.0))
+            if expires - time.time() < TOKEN_MARGIN_SECONDS:
+                token = await asyncio.to_thread(self._stack.token, username)
+                # Only our own expiry bookkeeping reads the claims; the gateway verifies.
+                claims = jwt.decode(token, options={"verify_signature": False})
+                self._cached[username] = (token, float(claims["exp"]))
+            return token
+
+    async def headers(self, username: str) -> dict[str, str]:
+        """The Authorization header of `username`."""
+        return {"Authorization": f"Bearer {await self.get(username)}"}
+
+
+@pytest.fixture(scope="session")
+def tokens(stack: Stack) -> Tokens:
+    """Tokens of CONTRACT.md's five users."""
+    return Tokens(stack)
+
+
+@pytest.fixture
+async def web(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the public entrypoint, as one client address of its own."""
+    async with httpx.AsyncClient(
+        base_url=stack.web_url,
+        headers={"X-Forwarded-For": client_address()},
+        timeout=20,
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def author(web: httpx.AsyncClient, tokens: Tokens) -> AsyncIterator[dict[str, object]]:
+    """An author created by admin for the test, deleted afterwards if it still exists."""
+    headers = await tokens.headers("admin")
+    created = await web.post("/authors", json={"name": f"e2e-{time.time_ns()}"}, headers=headers)
+    assert created.status_code == 201, created.text
+    body: dict[str, object] = created.json()
+    yield body
+    await web.delete(f"/authors/{body['id']}", headers=await tokens.headers("admin"))

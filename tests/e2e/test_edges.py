@@ -1,0 +1,158 @@
+"""The edges of a request on the real path: forged tokens, request ids, security headers."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+import websockets
+
+from tests.e2e.conftest import Tokens
+from tests.harness.stack import Stack
+from tests.sre.prometheus import poll
+
+# Traefik's security-headers middleware on every gateway router (deploy/traefik/dynamic).
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+# Audit events are written in batches, a moment after the request.
+AUDIT_WITHIN_SECONDS = 20.0
+
+
+def altered_signature(token: str) -> str:
+    """`token` with one character in the middle of its signature changed."""
+    header, payload, signature = token.split(".")
+    middle = len(signature) // 2
+    swapped = "A" if signature[middle] != "A" else "B"
+    return f"{header}.{payload}.{signature[:middle]}{swapped}{signature[middle + 1 :]}"
+
+
+async def test_a_keycloak_token_with_an_altered_signature_is_refused(
+    web: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    forged = altered_signature(await tokens.get("admin"))
+    response = await web.get("/authors", headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "authentication_failed"
+    assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+    # The genuine token still works: the forgery was refused for its signature alone.
+    genuine = await web.get("/authors?id=1", headers=await tokens.headers("admin"))
+    assert genuine.status_code == 200
+
+
+async def test_the_request_id_is_echoed_and_recorded_in_the_audit_event(
+    web: httpx.AsyncClient, tokens: Tokens, author: dict[str, object]
+) -> None:
+    request_id = f"e2e-{uuid.uuid4()}"
+    path = f"/authors/{author['id']}"
+    response = await web.get(
+        path, headers={**await tokens.headers("viewer"), "X-Request-ID": request_id}
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == request_id
+
+    async def recorded() -> dict[str, object] | None:
+        listed = await web.get(
+            "/audit-logs",
+            params={"resource": path, "username": "viewer", "per_page": 50},
+            headers=await tokens.headers("auditor"),
+        )
+        assert listed.status_code == 200, listed.text
+        found = [e for e in listed.json()["items"] if e["request_id"] == request_id]
+        return found[0] if found else None
+
+    event = await poll(recorded, AUDIT_WITHIN_SECONDS, f"audit event of request {request_id}")
+    assert event["action_type"] == "GET /authors/{id}"
+    assert event["outcome"] == "success"
+    assert event["response_status"] == 200
+
+
+async def test_a_fresh_request_id_is_given_when_the_client_sends_none(
+    web: httpx.AsyncClient,
+) -> None:
+    first, second = (await web.get("/health/live"), await web.get("/health/live"))
+    assert uuid.UUID(first.headers["X-Request-ID"]) != uuid.UUID(second.headers["X-Request-ID"])
+
+
+# Responses of every kind the gateway gives, by their expected status.
+RESPONSES = {
+    "read": 200,
+    "create": 201,
+    "delete": 204,
+    "validation": 400,
+    "no token": 401,
+    "no role": 403,
+    "missing": 404,
+    "too large": 413,
+    "health": 200,
+    "openapi": 200,
+    "docs": 200,
+}
+
+
+async def respond(
+    kind: str, web: httpx.AsyncClient, tokens: Tokens, author: dict[str, object]
+) -> httpx.Response:
+    """One request that draws a response of `kind`."""
+    editor, viewer = await tokens.headers("editor"), await tokens.headers("viewer")
+    match kind:
+        case "read":
+            return await web.get(f"/authors/{author['id']}", headers=viewer)
+        case "create":
+            created = await web.post(
+                "/authors", json={"name": f"e2e-{uuid.uuid4()}"}, headers=editor
+            )
+            await web.delete(created.headers["Location"], headers=editor)
+            return created
+        case "delete":
+            return await web.delete(f"/authors/{author['id']}", headers=editor)
+        case "validation":
+            return await web.get("/authors/not-a-number", headers=viewer)
+        case "no token":
+            return await web.get("/authors")
+        case "no role":
+            return await web.get("/authors", headers=await tokens.headers("nobody"))
+        case "missing":
+            return await web.get("/authors/999999999", headers=viewer)
+        case "too large":
+            # Over the gateway's 1 MiB, under Traefik's 2 MiB buffer: the gateway answers.
+            return await web.post("/authors", json={"name": "x" * 1536 * 1024}, headers=editor)
+        case "health":
+            return await web.get("/health")
+        case "openapi":
+            return await web.get("/openapi.json")
+        case _:
+            return await web.get("/docs")
+
+
+@pytest.mark.parametrize("kind", RESPONSES)
+async def test_every_response_carries_the_security_headers(
+    web: httpx.AsyncClient, tokens: Tokens, author: dict[str, object], kind: str
+) -> None:
+    response = await respond(kind, web, tokens, author)
+    assert response.status_code == RESPONSES[kind], response.text
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get_list(name) == [value], name
+    policy = response.headers["Content-Security-Policy"]
+    # The Swagger UI needs its assets; everything else allows nothing at all.
+    assert ("default-src 'self'" if kind == "docs" else "default-src 'none'") in policy
+    assert "frame-ancestors 'none'" in policy
+    assert response.headers["X-Request-ID"]
+
+
+async def test_the_websocket_upgrade_carries_the_security_headers(
+    stack: Stack, tokens: Tokens
+) -> None:
+    async with websockets.connect(
+        stack.web_url.replace("http", "ws", 1) + "/web",
+        additional_headers=await tokens.headers("viewer"),
+    ) as socket:
+        assert socket.response is not None
+        headers = socket.response.headers
+        for name, value in SECURITY_HEADERS.items():
+            assert headers.get_all(name) == [value], name
