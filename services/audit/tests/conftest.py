@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,7 +88,7 @@ async def channel(audit_app: AuditApp) -> AsyncIterator[grpc.aio.Channel]:
 
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> audit_pb2_grpc.AuditServiceAsyncStub:
-    return audit_pb2_grpc.AuditServiceStub(channel)  # type: ignore[return-value]
+    return audit_pb2_grpc.AuditServiceStub(channel)
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ async def db(audit_db: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-def _make_event(**fields: Any) -> audit_pb2.AuditEvent:
+def new_event(**fields: Any) -> audit_pb2.AuditEvent:
     when = fields.pop("when", None) or datetime.now(UTC)
     values: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),
@@ -121,15 +121,15 @@ def _make_event(**fields: Any) -> audit_pb2.AuditEvent:
 
 
 @pytest.fixture
-def make_event() -> Iterator[EventFactory]:
+def make_event() -> EventFactory:
     """Build an AuditEvent: a fresh event_id, now, defaults overridable by keyword
     (`when=` a datetime sets the timestamp)."""
-    yield _make_event
+    return new_event
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition that no event announces (for example a count in another
-    component), checking it every few milliseconds, up to `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait for a condition that no event announces (for example what a server has
+    admitted from calls still in flight), checking it every few milliseconds."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 (nothing to await: the state is remote)
             await asyncio.sleep(0.01)

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_status import rpc_status
 
 from gatehouse_audit.app import AuditApp
 from gatehouse_audit.events import OUTCOMES, to_rows, to_timestamp
@@ -16,9 +17,8 @@ from gatehouse_kit.errors import field_violations
 from gatehouse_kit.grpc_client import open_channel
 from gatehouse_protos.audit.v1 import audit_pb2, audit_pb2_grpc
 from gatehouse_protos.common.v1 import pagination_pb2
-from grpc_status import rpc_status
 
-from .conftest import _make_event
+from .conftest import new_event
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 USERS = ["u-1", "u-2", "u-3"]
@@ -36,7 +36,7 @@ def _dataset() -> list[audit_pb2.AuditEvent]:
         # Every 10th event shares its timestamp with the one before: ties go by id.
         minute = i - (1 if i % 10 == 9 else 0)
         events.append(
-            _make_event(
+            new_event(
                 when=T0 + timedelta(minutes=minute),
                 user_id=USERS[i % 3],
                 username=f"name-{USERS[i % 3]}",
@@ -89,7 +89,9 @@ def _ids(events: list[audit_pb2.AuditEvent]) -> list[str]:
 async def test_each_filter_returns_exactly_the_matching_events_newest_first(
     stub: Any, stored: list[audit_pb2.AuditEvent], field: str, value: str, attr: str
 ) -> None:
-    got = await _all_ids(stub, audit_pb2.EventFilter(**{field: value}))
+    flt = audit_pb2.EventFilter()
+    setattr(flt, field, value)
+    got = await _all_ids(stub, flt)
     expected = _ids([e for e in stored if getattr(e, attr) == value])
     assert expected
     assert got == expected
@@ -184,7 +186,7 @@ async def test_cursor_pages_continue_exactly_even_while_new_events_arrive(
             break
         cursor = response.meta.next_cursor
         # A newer event for the same user must not shift the following pages.
-        newer = _make_event(user_id="u-1", when=T0 + timedelta(days=1))
+        newer = new_event(user_id="u-1", when=T0 + timedelta(days=1))
         await stub.IngestBatchUnary(audit_pb2.IngestBatch(events=[newer]), timeout=5)
     assert seen == expected
 
@@ -201,7 +203,7 @@ async def test_get_event_returns_it_or_not_found(
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-BAD_QUERIES = {
+BAD_QUERIES: dict[str, tuple[dict[str, Any], str]] = {
     "end before start": (
         {
             "filter": audit_pb2.EventFilter(

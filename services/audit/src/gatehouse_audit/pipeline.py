@@ -180,8 +180,10 @@ class AuditBatchWriter:
         rows = [row for group in groups for row in group.rows]
         failures = 0
 
-        def retry(error: Exception) -> bool:
+        def retry(error: BaseException) -> bool:
             nonlocal failures
+            if not isinstance(error, Exception):
+                return False  # cancellation (a drain cut short) is not a failure to retry
             if is_unreachable(error):
                 if not self._database_down:
                     log.warning("audit database unreachable; holding events", held=self._held)
