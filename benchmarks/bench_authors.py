@@ -156,8 +156,11 @@ def _random_offset(i: int) -> int:
     return random.randrange(PAGES) * PER_PAGE
 
 
-async def _measure_grpc(label: str, target: str) -> list[Measurement]:
-    channel = open_channel(target, "authors", max_attempts=1)
+Call = Callable[[int], Awaitable[object]]
+WORKLOADS = ("GetAuthor", f"ListAuthors({PER_PAGE})")
+
+
+def _grpc_calls(channel: grpc.aio.Channel) -> tuple[Call, Call]:
     stub = authors_pb2_grpc.AuthorsServiceStub(channel)
 
     async def get(i: int) -> object:
@@ -167,22 +170,10 @@ async def _measure_grpc(label: str, target: str) -> list[Measurement]:
         page = page_pb.OffsetPage(page=_random_offset(i) // PER_PAGE + 1, per_page=PER_PAGE)
         return await stub.ListAuthors(pb.ListAuthorsRequest(offset=page), timeout=5)
 
-    try:
-        return [
-            await measure(f"GetAuthor {label}", get, concurrency=CONCURRENCY, duration=DURATION),
-            await measure(
-                f"ListAuthors({PER_PAGE}) {label}",
-                list_page,
-                concurrency=CONCURRENCY,
-                duration=DURATION,
-            ),
-        ]
-    finally:
-        await channel.close()
+    return get, list_page
 
 
-async def _measure_raw(database_url: str) -> list[Measurement]:
-    pool = await asyncpg.create_pool(database_url, min_size=POOL_SIZE, max_size=POOL_SIZE)
+def _raw_calls(pool: asyncpg.Pool) -> tuple[Call, Call]:
     get_sql = "SELECT id, name, created_at, updated_at, version FROM authors WHERE id = $1"
     list_sql = (
         "SELECT id, name, created_at, updated_at, version FROM authors"
@@ -195,17 +186,33 @@ async def _measure_raw(database_url: str) -> list[Measurement]:
     async def list_page(i: int) -> object:
         return await pool.fetch(list_sql, _random_offset(i))
 
-    calls: list[tuple[str, Callable[[int], Awaitable[object]]]] = [
-        ("GetAuthor raw asyncpg", get),
-        (f"ListAuthors({PER_PAGE}) raw asyncpg", list_page),
+    return get, list_page
+
+
+async def _measure_all(
+    database_url: str, service_port: int, traefik_port: int
+) -> dict[tuple[str, str], Measurement]:
+    """Each workload on the three paths back to back, so compared figures share conditions."""
+    direct = open_channel(f"127.0.0.1:{service_port}", "authors", max_attempts=1)
+    proxied = open_channel(f"127.0.0.1:{traefik_port}", "authors", max_attempts=1)
+    pool = await asyncpg.create_pool(database_url, min_size=POOL_SIZE, max_size=POOL_SIZE)
+    paths = [
+        ("direct", _grpc_calls(direct)),
+        ("via traefik", _grpc_calls(proxied)),
+        ("raw asyncpg", _raw_calls(pool)),
     ]
+    results: dict[tuple[str, str], Measurement] = {}
     try:
-        return [
-            await measure(name, call, concurrency=CONCURRENCY, duration=DURATION)
-            for name, call in calls
-        ]
+        for index, workload in enumerate(WORKLOADS):
+            for label, calls in paths:
+                results[workload, label] = await measure(
+                    f"{workload} {label}", calls[index], concurrency=CONCURRENCY, duration=DURATION
+                )
     finally:
+        await direct.close()
+        await proxied.close()
         await pool.close()
+    return results
 
 
 def _figure(name: str, direct: Measurement, raw: Measurement) -> Figure:
@@ -243,9 +250,7 @@ async def run() -> dict[str, Any]:
         traefik, traefik_port = await start_traefik(service_port, workdir)
         processes.append(traefik)
 
-        direct = await _measure_grpc("direct", f"127.0.0.1:{service_port}")
-        proxied = await _measure_grpc("via traefik", f"127.0.0.1:{traefik_port}")
-        raw = await _measure_raw(database_url)
+        results = await _measure_all(database_url, service_port, traefik_port)
     finally:
         for process in processes:
             if process.returncode is None:
@@ -256,13 +261,13 @@ async def run() -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
     figures = [
-        _figure("GetAuthor", direct[0], raw[0]),
-        _figure("ListAuthors(50)", direct[1], raw[1]),
+        _figure(workload, results[workload, "direct"], results[workload, "raw asyncpg"])
+        for workload in WORKLOADS
     ]
     result = write_result(
         "authors",
         figures,
-        [direct[0], proxied[0], raw[0], direct[1], proxied[1], raw[1]],
+        list(results.values()),
         command="uv run python -m benchmarks authors",
         rows=ROWS,
         concurrency=CONCURRENCY,
