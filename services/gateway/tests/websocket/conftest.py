@@ -45,6 +45,7 @@ from gatehouse_ratelimit.settings import Settings as RateLimitSettings
 from tests.harness.backends import Backend
 from tests.harness.databases import create_database, drop_database
 from tests.harness.private import free_port
+from tests.harness.stack import Stack, running_stack
 
 ISSUER = "http://gatehouse.test/auth/realms/gatehouse"
 CLIENT = "gatehouse-web"
@@ -417,3 +418,10 @@ async def _connect(
 def ws() -> Connect:
     """`async with ws(gateway, token, fmt=..., header=...) as client:` an authenticated client."""
     return _connect
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The whole platform behind Traefik, with CONTRACT.md's Keycloak users."""
+    with running_stack() as running:
+        yield running

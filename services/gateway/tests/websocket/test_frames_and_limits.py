@@ -78,9 +78,9 @@ async def test_oversized_frame_closes_1009(gateway: Any, issuer: Any, ws: Any) -
         assert code == 1009
 
 
-ALLOWED = {
-    "admin": set(PkgId) - {100, 101, 102},
-    "editor": set(PkgId) - {100, 101, 102},
+ALLOWED: dict[str, set[int]] = {
+    "admin": {int(p) for p in PkgId} - {100, 101, 102},
+    "editor": {int(p) for p in PkgId} - {100, 101, 102},
     "viewer": {1, 2, 6, 10, 11},
     "nobody": set(),
 }
