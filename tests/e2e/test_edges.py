@@ -145,14 +145,30 @@ async def test_every_response_carries_the_security_headers(
     assert response.headers["X-Request-ID"]
 
 
-async def test_the_websocket_upgrade_carries_the_security_headers(
-    stack: Stack, tokens: Tokens
+# Upgrades of /web: accepted, and refused for their format or their origin.
+UPGRADES = {
+    "accepted": ("", {}, 101),
+    "bad format": ("?format=xml", {}, 400),
+    "foreign origin": ("", {"Origin": "https://evil.example"}, 403),
+}
+
+
+@pytest.mark.parametrize("kind", UPGRADES)
+async def test_every_websocket_upgrade_answer_carries_the_security_headers(
+    stack: Stack, tokens: Tokens, kind: str
 ) -> None:
-    async with websockets.connect(
-        stack.web_url.replace("http", "ws", 1) + "/web",
-        additional_headers=await tokens.headers("viewer"),
-    ) as socket:
-        assert socket.response is not None
-        headers = socket.response.headers
-        for name, value in SECURITY_HEADERS.items():
-            assert headers.get_all(name) == [value], name
+    query, extra, status = UPGRADES[kind]
+    headers = {**await tokens.headers("viewer"), **extra}
+    try:
+        async with websockets.connect(
+            stack.web_url.replace("http", "ws", 1) + "/web" + query, additional_headers=headers
+        ) as socket:
+            assert socket.response is not None
+            response = socket.response
+    except websockets.InvalidStatus as refused:
+        response = refused.response
+    assert response.status_code == status
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get_all(name) == [value], name
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Request-ID"]
