@@ -1,4 +1,4 @@
-"""Rate-limit state in Redis: the sliding-window and lease Lua scripts, one round trip each.
+"""Rate-limit state in Redis: the sliding-window and lease Lua scripts, one EVALSHA each.
 
 Every call is bounded by a short timeout and never retried here: a slow or absent Redis
 surfaces at once as `BackendError`, and the limiter applies the configured fail mode.
@@ -7,8 +7,9 @@ surfaces at once as `BackendError`, and the limiter applies the configured fail 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from itertools import count
@@ -18,7 +19,7 @@ from urllib.parse import quote
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 
 def lua_source(name: str) -> str:
@@ -28,6 +29,11 @@ def lua_source(name: str) -> str:
 
 SLIDING_WINDOW_LUA = lua_source("sliding_window")
 LEASES_LUA = lua_source("leases")
+# EVALSHA names a script by the SHA1 of its text, as Redis computes it.
+_SHAS = {
+    source: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    for source in (SLIDING_WINDOW_LUA, LEASES_LUA)
+}
 
 
 def joined_key(*parts: str) -> str:
@@ -90,32 +96,39 @@ class RedisStore:
             url,
             max_connections=max_connections,
             timeout=timeout_seconds,
-            socket_timeout=timeout_seconds,
+            # Reads are bounded by the asyncio timeout around each call (one timer, not two).
             socket_connect_timeout=timeout_seconds,
             retry=Retry(NoBackoff(), 0),
         )
         self._client: Redis = Redis.from_pool(pool)
-        # Script objects run EVALSHA and load the script again on NOSCRIPT.
-        self._window = self._client.register_script(SLIDING_WINDOW_LUA)
-        self._leases = self._client.register_script(LEASES_LUA)
         # Members of a window log must be unique across replicas and calls.
         self._token_prefix = uuid.uuid4().hex[:12]
         self._calls = count()
 
     async def load_scripts(self) -> None:
         """Load both scripts now, so that the first decision needs one round trip."""
-        await self._run(self._client.script_load(SLIDING_WINDOW_LUA))
-        await self._run(self._client.script_load(LEASES_LUA))
+        for source in _SHAS:
+            await self._bounded(self._client.script_load(source))
 
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def _run(self, awaitable: Any) -> Any:
+    async def _bounded(self, call: Awaitable[Any]) -> Any:
+        """`call` within the timeout, any Redis failure raised as BackendError."""
         try:
             async with asyncio.timeout(self._timeout):
-                return await awaitable
+                return await call
         except (RedisError, TimeoutError, OSError) as error:
             raise BackendError(f"{type(error).__name__}: {error}") from error
+
+    async def _evalsha(self, source: str, keys: list[str], args: list[str | int]) -> Any:
+        """EVALSHA; on NOSCRIPT (Redis restarted or its script cache was flushed) the
+        script is loaded and run again."""
+        try:
+            return await self._client.evalsha(_SHAS[source], len(keys), *keys, *args)
+        except NoScriptError:
+            await self._client.script_load(source)
+            return await self._client.evalsha(_SHAS[source], len(keys), *keys, *args)
 
     async def check_windows(
         self, checks: Sequence[WindowCheck], hits: int, now_us: int | None = None
@@ -131,7 +144,7 @@ class RedisStore:
             base = f"{self.key_prefix}window:{check.key}"
             keys += [f"{base}:log", f"{base}:sum"]
             args += [check.limit, check.window_us, "1" if check.shadow else "0"]
-        reply = await self._run(self._window(keys=keys, args=args))
+        reply = await self._bounded(self._evalsha(SLIDING_WINDOW_LUA, keys, args))
         states = [
             WindowState(used=int(reply[i]), reset_us=int(reply[i + 1]), over=bool(reply[i + 2]))
             for i in range(1, len(reply), 3)
@@ -150,5 +163,6 @@ class RedisStore:
     ) -> LeaseState:
         """Acquire, renew or release `lease_id` in the lease set `key`."""
         args = [op, "" if now_us is None else now_us, lease_id, limit, ttl_us]
-        reply = await self._run(self._leases(keys=[f"{self.key_prefix}lease:{key}"], args=args))
+        lease_key = f"{self.key_prefix}lease:{key}"
+        reply = await self._bounded(self._evalsha(LEASES_LUA, [lease_key], args))
         return LeaseState(granted=bool(reply[0]), active=int(reply[1]))
