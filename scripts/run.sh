@@ -68,6 +68,8 @@ up() {
   if running; then
     if [ "$detached" = yes ]; then
       log "already running; checking readiness"
+      # The running stack's replica counts, whatever this shell asked for.
+      set -a; source "$GATEHOUSE_STATE/replicas.env"; set +a
       "$venv_bin/python" "$REPO_ROOT/scripts/stack_ready.py" --timeout 180
       print_urls
       return 0
@@ -86,6 +88,9 @@ up() {
   mkdir -p "$GATEHOUSE_STATE/logs" "$GATEHOUSE_STATE/prometheus/data"
   bash "$REPO_ROOT/scripts/dev-cert.sh" "$GATEHOUSE_TLS_DIR"
   bash "$REPO_ROOT/scripts/prometheus-targets.sh" "$GATEHOUSE_STATE/prometheus/targets" 127.0.0.1:8082
+  # What is running, for later `up -d` calls and for the test harness.
+  printf 'GATEWAY_REPLICAS=%s\nAUTHORS_REPLICAS=%s\nAUDIT_REPLICAS=%s\nRATELIMIT_REPLICAS=%s\n' \
+    "$GATEWAY_REPLICAS" "$AUTHORS_REPLICAS" "$AUDIT_REPLICAS" "$RATELIMIT_REPLICAS" > "$GATEHOUSE_STATE/replicas.env"
   # Prometheus resolves targets/ and rules/ beside its configuration file.
   ln -sfn "$REPO_ROOT/deploy/prometheus/prometheus.yml" "$GATEHOUSE_STATE/prometheus/prometheus.yml"
   ln -sfn "$REPO_ROOT/deploy/prometheus/rules" "$GATEHOUSE_STATE/prometheus/rules"

@@ -66,6 +66,19 @@ class Stack:
     native: bool
     state_dir: Path | None = None
 
+    def replicas(self, process: str) -> int:
+        """How many replicas of `process` (gateway, authors, audit, ratelimit) run.
+
+        Natively, what scripts/run.sh recorded when it started the stack; otherwise
+        `<PROCESS>_REPLICAS` from the environment (default 1).
+        """
+        key = f"{process.upper()}_REPLICAS"
+        if self.state_dir is not None:
+            recorded = (self.state_dir / "replicas.env").read_text().splitlines()
+            counts = dict(line.split("=", 1) for line in recorded if "=" in line)
+            return int(counts[key])
+        return int(os.environ.get(key, "1"))
+
     @property
     def keycloak_url(self) -> str:
         """Keycloak's base URL through the public entrypoint (`.../auth`)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,11 @@ def active_targets(stack: Stack) -> list[dict[str, Any]]:
     return targets
 
 
-def expected_instances() -> set[tuple[str, str]]:
-    """(job, instance) for every replica of the stack, from the replica counts."""
+def expected_instances(stack: Stack) -> set[tuple[str, str]]:
+    """(job, instance) for every replica of the stack."""
     wanted = {("keycloak", "keycloak-0"), ("traefik", "traefik-0")}
     for job in JOBS:
-        for k in range(int(os.environ.get(f"{job.upper()}_REPLICAS", "1"))):
-            wanted.add((job, f"{job}-{k}"))
+        wanted |= {(job, f"{job}-{k}") for k in range(stack.replicas(job))}
     return wanted
 
 
@@ -39,10 +37,10 @@ def test_every_target_is_up(stack: Stack) -> None:
         targets = active_targets(stack)
         down = [t["labels"] for t in targets if t["health"] != "up"]
         found = {(t["labels"]["job"], t["labels"]["instance"]) for t in targets}
-        if not down and expected_instances() <= found:
+        if not down and expected_instances(stack) <= found:
             break
         assert time.monotonic() < deadline, (
-            f"targets not up: {down}, missing {expected_instances() - found}"
+            f"targets not up: {down}, missing {expected_instances(stack) - found}"
         )
         time.sleep(1)
     # Every target is scraped through Traefik's metrics entrypoint.
@@ -56,7 +54,7 @@ def test_each_replica_is_its_own_series(stack: Stack) -> None:
     series = [(r["metric"]["job"], r["metric"]["instance"]) for r in response["data"]["result"]]
     # No two targets share a label set, so no two replicas' counters can mix.
     assert len(series) == len(set(series))
-    assert expected_instances() <= set(series)
+    assert expected_instances(stack) <= set(series)
 
 
 def test_the_alert_rules_in_the_repository_are_loaded(stack: Stack) -> None:

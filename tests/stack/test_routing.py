@@ -71,9 +71,14 @@ def test_internal_routes_are_not_reachable_on_the_public_entrypoint(
 
 @pytest.mark.parametrize("process", ["gateway", "authors", "audit", "ratelimit", "keycloak"])
 def test_each_process_exposes_metrics_on_the_metrics_entrypoint(stack: Stack, process: str) -> None:
-    response = httpx.get(f"{stack.metrics_url}/metrics/{process}/0", timeout=10)
-    assert response.status_code == 200
-    assert "# TYPE" in response.text
+    count = 1 if process == "keycloak" else stack.replicas(process)
+    for k in range(count):
+        response = httpx.get(f"{stack.metrics_url}/metrics/{process}/{k}", timeout=10)
+        assert response.status_code == 200
+        assert "# TYPE" in response.text
+    # One past the last replica is no route at all.
+    beyond = httpx.get(f"{stack.metrics_url}/metrics/{process}/{count}", timeout=10)
+    assert beyond.status_code == 404
 
 
 def test_traefik_exposes_its_own_metrics_on_the_metrics_entrypoint(stack: Stack) -> None:

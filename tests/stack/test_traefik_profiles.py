@@ -7,9 +7,11 @@ configuration for the production profile and for compose-style replica hosts.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,39 @@ import yaml
 from tests.harness.backends import REPO
 from tests.harness.stack import Stack
 
-# Spare ports for this Traefik: web, websecure, grpc, metrics, traefik (API).
-PORTS = {"web": 18080, "websecure": 18443, "grpc": 18081, "metrics": 18082, "traefik": 18083}
+ENTRYPOINTS = ("web", "websecure", "grpc", "metrics", "traefik")
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports that nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass(frozen=True)
+class SecondTraefik:
+    """A second Traefik's entrypoint ports and API URL."""
+
+    ports: dict[str, int]
+
+    @property
+    def api(self) -> str:
+        """Its API (the `traefik` entrypoint)."""
+        return f"http://127.0.0.1:{self.ports['traefik']}"
 
 
 @pytest.fixture(scope="module")
-def production_traefik(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The API URL of a Traefik in the production profile, with named replica hosts."""
+def production_traefik(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SecondTraefik]:
+    """A Traefik in the production profile, with named replica hosts, on spare ports."""
+    second = SecondTraefik(dict(zip(ENTRYPOINTS, free_ports(len(ENTRYPOINTS)), strict=True)))
     binary = subprocess.run(
         ["bash", "scripts/install-traefik.sh"],
         cwd=REPO,
@@ -36,7 +64,7 @@ def production_traefik(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -
         timeout=60,
     ).stdout.strip()
     static = yaml.safe_load((REPO / "deploy/traefik/traefik.yml").read_text())
-    for name, port in PORTS.items():
+    for name, port in second.ports.items():
         static["entryPoints"][name]["address"] = f"127.0.0.1:{port}"
     static["providers"]["file"]["directory"] = str(REPO / "deploy/traefik/dynamic")
     config = tmp_path_factory.mktemp("traefik") / "traefik.yml"
@@ -54,14 +82,13 @@ def production_traefik(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -
     process = subprocess.Popen(
         [binary, f"--configFile={config}"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    api = f"http://127.0.0.1:{PORTS['traefik']}"
     try:
         deadline = time.monotonic() + 30
-        while not _routers_loaded(api):
+        while not _routers_loaded(second.api):
             assert process.poll() is None, Path(log.name).read_text()
             assert time.monotonic() < deadline, "the second Traefik did not load its routers"
             time.sleep(0.2)
-        yield api
+        yield second
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -76,20 +103,23 @@ def _routers_loaded(api: str) -> bool:
     return any(router["name"] == "https-redirect@file" for router in routers)
 
 
-def test_production_redirects_plain_http_to_https(production_traefik: str) -> None:
-    read = httpx.get(f"http://127.0.0.1:{PORTS['web']}/authors?x=1", timeout=10)
+def test_production_redirects_plain_http_to_https(production_traefik: SecondTraefik) -> None:
+    web = f"http://127.0.0.1:{production_traefik.ports['web']}"
+    read = httpx.get(f"{web}/authors?x=1", timeout=10)
     assert read.status_code == 301
     assert read.headers["location"] == "https://127.0.0.1:8443/authors?x=1"
     # A write keeps its method and body across the redirect.
-    write = httpx.post(f"http://127.0.0.1:{PORTS['web']}/authors", json={"name": "x"}, timeout=10)
+    write = httpx.post(f"{web}/authors", json={"name": "x"}, timeout=10)
     assert write.status_code == 308
     assert write.headers["location"] == "https://127.0.0.1:8443/authors"
 
 
-def test_named_replica_hosts_follow_the_replica_counts(production_traefik: str) -> None:
+def test_named_replica_hosts_follow_the_replica_counts(
+    production_traefik: SecondTraefik,
+) -> None:
     def servers(service: str) -> list[str]:
         found: dict[str, Any] = httpx.get(
-            f"{production_traefik}/api/http/services/{service}@file", timeout=10
+            f"{production_traefik.api}/api/http/services/{service}@file", timeout=10
         ).json()
         return sorted(server["url"] for server in found["loadBalancer"]["servers"])
 
