@@ -115,53 +115,41 @@ async def test_parallel_callers_are_never_admitted_beyond_the_limit(stub: Stub) 
     assert replies[0].statuses[0].current_limit.requests_per_unit == 20
 
 
+def _bad(
+    key: str = "user",
+    hits: int = 0,
+    override: pb.RateLimitDescriptor.Override | None = None,
+    descriptors: int = 1,
+) -> pb.RateLimitRequest:
+    descriptor = pb.RateLimitDescriptor(
+        entries=[pb.RateLimitDescriptor.Entry(key=key, value="x")], limit=override
+    )
+    return pb.RateLimitRequest(
+        domain="api", hits_addend=hits, descriptors=[descriptor] * descriptors
+    )
+
+
 @pytest.mark.parametrize(
     ("request_", "field"),
     [
         (pb.RateLimitRequest(domain="", descriptors=[]), "domain"),
-        (pb.RateLimitRequest(domain="api"), "descriptors"),
+        (_bad(descriptors=0), "descriptors"),
+        (_bad(descriptors=17), "descriptors"),
+        (_bad(descriptors=2), "descriptors[1]"),
+        (_bad(hits=1_000_000), "hits_addend"),
+        (_bad(key=""), "descriptors[0].entries[0].key"),
+        (_bad(key="k" * 300), "descriptors[0].entries[0].key"),
         (
-            pb.RateLimitRequest(
-                domain="api",
-                hits_addend=1_000_000,
-                descriptors=[
-                    pb.RateLimitDescriptor(entries=[pb.RateLimitDescriptor.Entry(key="user")])
-                ],
-            ),
-            "hits_addend",
-        ),
-        (
-            pb.RateLimitRequest(
-                domain="api",
-                descriptors=[
-                    pb.RateLimitDescriptor(entries=[pb.RateLimitDescriptor.Entry(value="x")])
-                ],
-            ),
-            "descriptors[0].entries[0].key",
-        ),
-        (
-            pb.RateLimitRequest(
-                domain="api",
-                descriptors=[
-                    pb.RateLimitDescriptor(
-                        entries=[pb.RateLimitDescriptor.Entry(key="user", value="x")],
-                        limit=pb.RateLimitDescriptor.Override(requests_per_unit=5, unit=42),  # type: ignore[arg-type]
-                    )
-                ],
-            ),
+            _bad(override=pb.RateLimitDescriptor.Override(requests_per_unit=5, unit=42)),  # type: ignore[arg-type]
             "descriptors[0].limit.unit",
         ),
         (
-            pb.RateLimitRequest(
-                domain="api",
-                descriptors=[
-                    pb.RateLimitDescriptor(
-                        entries=[pb.RateLimitDescriptor.Entry(key="user", value="x")],
-                        limit=pb.RateLimitDescriptor.Override(requests_per_unit=5),
-                    )
-                ],
-            ),
+            _bad(override=pb.RateLimitDescriptor.Override(requests_per_unit=5)),
             "descriptors[0].limit.unit",
+        ),
+        (
+            _bad(override=pb.RateLimitDescriptor.Override(unit=pb.UNIT_SECOND)),
+            "descriptors[0].limit.requests_per_unit",
         ),
     ],
 )
