@@ -80,6 +80,7 @@ async def test_pool_gauges_show_connections_in_use_and_idle(
     await stub.CreateAuthor(pb.CreateAuthorRequest(name=f"{prefix} Pooled"))
     assert _sample("db_pool_connections", state="in_use") == 0
     assert _sample("db_pool_connections", state="idle") >= 1
+    assert _sample("db_pool_connections_max") >= 2
 
     # Hold the table so that a listing waits inside the database with its connection out.
     locked = sql.transaction()

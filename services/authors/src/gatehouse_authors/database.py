@@ -40,23 +40,25 @@ DB_SLOW_QUERIES = Counter(
 
 
 class PoolConnections(Collector):
-    """`db_pool_connections{state}`: in_use (checked out) and idle connections, read from
-    the pools of every live engine at scrape time, so the figure is never stale."""
+    """`db_pool_connections{state}`: in_use (checked out) and idle connections, and
+    `db_pool_connections_max`: what the pools may open at most (size + overflow); read
+    from the pools of every live engine at scrape time, so the figures are never stale."""
 
     def __init__(self) -> None:
-        self._engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+        self._engines: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 
-    def track(self, engine: Engine) -> None:
-        self._engines.add(engine)
+    def track(self, engine: Engine, max_connections: int) -> None:
+        self._engines[engine] = max_connections
 
     def collect(self) -> Iterator[Metric]:
-        in_use = idle = 0
-        for engine in list(self._engines):
+        in_use = idle = limit = 0
+        for engine, max_connections in list(self._engines.items()):
             # dispose() swaps in a new pool, so the engine's current one is read each time.
             pool = engine.pool
             if isinstance(pool, QueuePool):
                 in_use += pool.checkedout()
                 idle += pool.checkedin()
+                limit += max_connections
         family = GaugeMetricFamily(
             "db_pool_connections",
             "Database pool connections by state: in_use (checked out) or idle.",
@@ -65,6 +67,11 @@ class PoolConnections(Collector):
         family.add_metric(["in_use"], in_use)
         family.add_metric(["idle"], idle)
         yield family
+        yield GaugeMetricFamily(
+            "db_pool_connections_max",
+            "Connections the database pools may hold at most (pool size plus overflow).",
+            value=limit,
+        )
 
 
 DB_POOL_CONNECTIONS = PoolConnections()
@@ -92,7 +99,7 @@ def _operation(context: Any, statement: str) -> str:
     return verb[0].lower() if verb else "other"
 
 
-def _instrument(engine: AsyncEngine, slow_query_seconds: float) -> None:
+def _instrument(engine: AsyncEngine, slow_query_seconds: float, max_connections: int) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "before_cursor_execute")
@@ -117,7 +124,7 @@ def _instrument(engine: AsyncEngine, slow_query_seconds: float) -> None:
                 statement=" ".join(statement.split())[:STATEMENT_LOG_CHARS],
             )
 
-    DB_POOL_CONNECTIONS.track(sync_engine)
+    DB_POOL_CONNECTIONS.track(sync_engine, max_connections)
 
 
 def _ping_after_idle(engine: AsyncEngine, idle_seconds: float) -> None:
@@ -176,7 +183,7 @@ def make_engine(
         hide_parameters=True,
         connect_args={"timeout": connect_timeout, "command_timeout": statement_timeout},
     )
-    _instrument(engine, slow_query_seconds)
+    _instrument(engine, slow_query_seconds, pool_size + max(max_overflow, 0))
     _ping_after_idle(engine, ping_idle_seconds)
     return engine
 
