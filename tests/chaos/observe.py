@@ -18,10 +18,10 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from gatehouse_audit.settings import Settings as AuditSettings
+from tests.e2e.replicas import METRICS_PORTS
 from tests.harness.stack import Stack
 
 _STATUS_LINE = re.compile(r"^(?:\S+:)?(?P<name>\S+)\s+RUNNING\s+pid (?P<pid>\d+),")
-METRICS_PORTS = {"gateway": 9100, "authors": 9101, "audit": 9102, "ratelimit": 9103}
 # Processes whose /metrics carry the audit pipeline's counters.
 AUDIT_PIPELINE = ("gateway", "audit")
 

@@ -35,6 +35,11 @@ RECOVERY_SECONDS = 45.0
 KEYCLOAK_RECOVERY_SECONDS = 240.0
 
 
+async def metric_sum(programs: list[str], name: str) -> float:
+    """A metric summed over its labels and over the replicas `programs`."""
+    return sum([await metric_total(program, name) for program in programs])
+
+
 def script(name: str, action: str) -> Callable[[], None]:
     """A call of scripts/<name> with `action` (the shared native PostgreSQL and Redis)."""
     return lambda: run_script(name, action)
@@ -65,8 +70,9 @@ def author_requests(outcome: Outcome) -> bool:
 async def test_redis_outage_follows_the_rate_limit_fail_mode(
     stack: Stack, traffic: MixedTraffic
 ) -> None:
-    errors_before = await metric_total("ratelimit-0", "rate_limit_backend_errors_total")
-    open_before = await metric_total("ratelimit-0", "rate_limit_fail_open_total")
+    ratelimits = replicas(supervised(stack), "ratelimit")
+    errors_before = await metric_sum(ratelimits, "rate_limit_backend_errors_total")
+    open_before = await metric_sum(ratelimits, "rate_limit_fail_open_total")
     record = await run_outage(
         stack,
         traffic,
@@ -76,13 +82,13 @@ async def test_redis_outage_follows_the_rate_limit_fail_mode(
         recovery_seconds=RECOVERY_SECONDS,
     )
     assert_general(record, restarted=set(), recovery_seconds=RECOVERY_SECONDS)
-    errors = await metric_total("ratelimit-0", "rate_limit_backend_errors_total")
+    errors = await metric_sum(ratelimits, "rate_limit_backend_errors_total")
     assert errors > errors_before, "the ratelimit service never noticed Redis was away"
     if RateLimitSettings().effective_fail_mode == "open":
         # Decisions fail open: requests keep passing, and each such decision is counted.
         assert record.count(lambda o: author_reads(o) and o.ok) > 0
         assert record.count(refused_by("ratelimit")) == 0
-        opened = await metric_total("ratelimit-0", "rate_limit_fail_open_total")
+        opened = await metric_sum(ratelimits, "rate_limit_fail_open_total")
         assert opened > open_before
     else:
         refused = record.count(refused_by("ratelimit"))
@@ -177,7 +183,7 @@ async def test_ratelimit_outage_follows_the_gateway_fail_mode(
 ) -> None:
     gateways = replicas(supervised(stack), "gateway")
     unreachable = "gateway_rate_limit_unreachable_total"
-    before = sum([await metric_total(g, unreachable) for g in gateways])
+    before = await metric_sum(gateways, unreachable)
     record = await run_outage(
         stack,
         traffic,
@@ -188,7 +194,7 @@ async def test_ratelimit_outage_follows_the_gateway_fail_mode(
     )
     restarted = set(replicas(record.pids_before, "ratelimit"))
     assert_general(record, restarted=restarted, recovery_seconds=RECOVERY_SECONDS)
-    after = sum([await metric_total(g, unreachable) for g in gateways])
+    after = await metric_sum(gateways, unreachable)
     assert after > before, "the gateway never decided without the ratelimit service"
     if GatewaySettings().rate_limit_fails_open:
         assert record.count(refused_by("ratelimit")) == 0
