@@ -180,9 +180,15 @@ class AuditClient:
             for task in done:
                 task.result()
             await reader
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, _StreamLost) as error:
+        except Exception as error:
+            # Whatever ended the stream, the sender must live on: reconnect and resend.
             code = error.code().name if isinstance(error, grpc.aio.AioRpcError) else None
-            log.warning("audit stream lost", code=code, unacknowledged=len(self._unacked))
+            log.warning(
+                "audit stream lost",
+                code=code,
+                error=type(error).__name__,
+                unacknowledged=len(self._unacked),
+            )
             self._requeue_unacked()
             if not progress[0]:
                 raise _StreamLost from error
