@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from gatehouse_kit.settings import ServiceSettings
@@ -76,6 +76,8 @@ class Settings(ServiceSettings):
     ws_allowed_origins: CommaList = ("http://localhost:8080", "http://127.0.0.1:8080")
     ws_max_frame_bytes: int = 64 * 1024
     ws_send_queue_size: int = 64
+    # Authenticated sockets one gateway process holds at most; more are refused with 503.
+    ws_max_connections: int = Field(default=12_000, ge=1)
     ws_auth_timeout_seconds: float = 5.0
 
     @field_validator("allowed_algorithms", "trusted_proxies", "ws_allowed_origins", mode="before")

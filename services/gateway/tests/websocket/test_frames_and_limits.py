@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gatehouse_gateway.websocket.endpoint import MALFORMED_LIMIT
 from gatehouse_gateway.websocket.protocol import PkgId
@@ -156,3 +158,29 @@ async def test_concurrent_sockets_per_user_are_limited(
     # Closing the others released their leases.
     async with ws(gateway, issuer.token("viewer", user=user)) as again:
         assert (await again.request(PkgId.GET_AUTHORS, NOBODY))["status_code"] == 0
+
+
+async def test_process_capacity_refuses_the_socket_beyond_it(
+    serve_gateway: Any, issuer: Any, ws: Any
+) -> None:
+    async with serve_gateway(ws_max_connections=1) as small:
+        assert REGISTRY.get_sample_value("ws_connections_limit") == 1
+        async with ws(small, issuer.token("viewer")) as first:
+            headers = {"Authorization": f"Bearer {issuer.token('editor')}"}
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(small.url, additional_headers=headers):
+                    pass
+            assert refused.value.response.status_code == 503
+            body = json.loads(refused.value.response.body)
+            assert body["error"] == {
+                "code": "service_unavailable",
+                "msg": "connection capacity reached",
+                "details": None,
+            }
+            assert (await first.request(PkgId.GET_AUTHORS, NOBODY))["status_code"] == 0
+        # The first socket's departure frees its place.
+        async with asyncio.timeout(5):
+            while small.hub.sessions:  # noqa: ASYNC110  (the hub exposes no event)
+                await asyncio.sleep(0.01)
+        async with ws(small, issuer.token("editor")) as second:
+            assert (await second.request(PkgId.GET_AUTHORS, NOBODY))["status_code"] == 0

@@ -21,6 +21,7 @@ from gatehouse_gateway.context import GatewayContext
 from gatehouse_gateway.http.client_ip import TrustedProxies
 from gatehouse_gateway.websocket.endpoint import router
 from gatehouse_gateway.websocket.hub import WebSocketHub
+from gatehouse_gateway.websocket.metrics import WS_CONNECTIONS_LIMIT
 
 __all__ = ["GracefulServer", "WebSocketHub", "router", "start_websockets", "stop_websockets"]
 
@@ -35,6 +36,7 @@ async def start_websockets(app: FastAPI) -> WebSocketHub:
         TrustedProxies(context.settings.trusted_proxies),
     )
     app.state.websocket_hub = hub
+    WS_CONNECTIONS_LIMIT.set(context.settings.ws_max_connections)
     await hub.start()
     return hub
 

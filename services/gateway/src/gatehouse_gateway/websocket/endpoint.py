@@ -187,6 +187,10 @@ async def web(websocket: WebSocket) -> None:
     if context.draining:
         await _refuse_upgrade(websocket, _draining(), "unavailable")
         return
+    if len(hub.sessions) >= settings.ws_max_connections:
+        error = ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "connection capacity reached")
+        await _refuse_upgrade(websocket, error, "at_capacity")
+        return
     await websocket.accept()
     try:
         if _QUERY_TOKEN_KEYS & {key.lower() for key in websocket.query_params}:

@@ -7,10 +7,14 @@ from prometheus_client import Counter, Gauge
 WS_CONNECTIONS_ACTIVE = Gauge(
     "ws_connections_active", "Authenticated WebSocket connections open in this process."
 )
+WS_CONNECTIONS_LIMIT = Gauge(
+    "ws_connections_limit", "Authenticated WebSocket connections this process accepts at most."
+)
 WS_CONNECTIONS_TOTAL = Counter(
     "ws_connections_total",
     "WebSocket upgrade attempts by how they ended their opening: authenticated, "
-    "origin_refused, bad_request, auth_failed, auth_timeout, connection_limit, unavailable.",
+    "origin_refused, bad_request, at_capacity, auth_failed, auth_timeout, connection_limit,"
+    " unavailable.",
     ["status"],
 )
 WS_MESSAGES_RECEIVED = Counter(
