@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
 
 import grpc
 import httpx
@@ -109,3 +111,24 @@ async def test_websockets_pass_both_public_entrypoints(stack: Stack, secure: boo
         await asyncio.sleep(2)
         pong = await socket.ping()
         await asyncio.wait_for(pong, timeout=5)
+
+
+def test_api_requests_are_spread_over_every_gateway_replica(native_stack: Stack) -> None:
+    marker = f"spread-{uuid.uuid4()}"
+    replicas = native_stack.replicas("gateway")
+    with httpx.Client(base_url=native_stack.web_url, timeout=10) as client:
+        for n in range(10 * replicas):
+            client.get("/health/live", headers={"X-Request-ID": f"{marker}-{n}"})
+    deadline = time.monotonic() + 10
+    while True:
+        lines = native_stack.log_path("traefik").read_text().splitlines()[-5000:]
+        served = {
+            json.loads(line)["ServiceURL"]
+            for line in lines
+            if marker in line and '"entryPointName":"web"' in line
+        }
+        wanted = {f"http://127.0.0.1:{8000 + 100 * k}" for k in range(replicas)}
+        if served == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert served == wanted
