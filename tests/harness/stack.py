@@ -181,6 +181,13 @@ def local_stack(*, native: bool) -> Stack:
     )
 
 
+def native_env(**overrides: str) -> dict[str, str]:
+    """The environment in which the harness starts the native stack."""
+    env = {**os.environ, **overrides}
+    env.setdefault("GATEWAY_AUDIT_BUFFER_CAPACITY", TEST_AUDIT_BUFFER_CAPACITY)
+    return env
+
+
 def native_running() -> bool:
     """True when a native stack's supervisord answers."""
     status = subprocess.run(
@@ -205,14 +212,12 @@ def running_stack() -> Iterator[Stack]:
             yield local_stack(native=False)
         return
     started_here = not native_running()
-    env = {**os.environ}
-    env.setdefault("GATEWAY_AUDIT_BUFFER_CAPACITY", TEST_AUDIT_BUFFER_CAPACITY)
     subprocess.run(
         ["bash", str(REPO / "scripts" / "run.sh"), "up", "-d"],
         check=True,
         timeout=900,
         stdout=subprocess.DEVNULL,
-        env=env,
+        env=native_env(),
     )
     try:
         yield local_stack(native=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -9,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness.backends import REPO
-from tests.harness.stack import Stack
+from tests.harness.stack import REPLICATED as PROCESSES
+from tests.harness.stack import Stack, native_env
 
 
 def run_script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -49,3 +52,38 @@ def test_status_lists_every_program_running(native_stack: Stack) -> None:
         programs += [f"{process}:{process}-{k}" for k in range(native_stack.replicas(process))]
     for program in programs:
         assert lines.get(program) == "RUNNING", result.stdout
+
+
+def test_ctrl_c_stops_a_foreground_run_cleanly(native_stack: Stack) -> None:
+    """`make run` in a terminal: ready, URLs and users printed, Ctrl-C stops every program."""
+    counts = {f"{p.upper()}_REPLICAS": str(native_stack.replicas(p)) for p in PROCESSES}
+    env = native_env(**counts)
+    assert run_script("scripts/run.sh", "down").returncode == 0
+    try:
+        foreground = subprocess.Popen(
+            ["bash", "scripts/run.sh"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        assert foreground.stdout is not None
+        printed = []
+        for line in foreground.stdout:
+            printed.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        assert "viewer-dev-password" in "".join(printed), "".join(printed)
+        # What a terminal does on Ctrl-C: SIGINT to the whole foreground process group.
+        os.killpg(foreground.pid, signal.SIGINT)
+        assert foreground.wait(timeout=120) == 0
+        assert run_script("scripts/run.sh", "status").returncode == 3
+        supervisord = (native_stack.state_dir or Path()) / "supervisord.pid"
+        assert not supervisord.exists()
+    finally:
+        started = subprocess.run(
+            ["bash", "scripts/run.sh", "up", "-d"], cwd=REPO, env=env, timeout=600, check=False
+        )
+    assert started.returncode == 0
