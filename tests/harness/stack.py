@@ -21,6 +21,7 @@ import contextlib
 import os
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,26 @@ def local_stack(*, native: bool) -> Stack:
     )
 
 
+def wait_until_routed(stack: Stack, seconds: float = 300) -> None:
+    """Wait until the gateway, Keycloak and Prometheus answer through their published ports."""
+    urls = (
+        f"{stack.web_url}/health/live",
+        f"{stack.keycloak_url}/realms/{REALM}/.well-known/openid-configuration",
+        f"{stack.prometheus_url}/-/ready",
+    )
+    deadline = time.monotonic() + seconds
+    for url in urls:
+        while True:
+            try:
+                if httpx.get(url, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
+            time.sleep(1)
+
+
 def native_env(**overrides: str) -> dict[str, str]:
     """The environment in which the harness starts the native stack."""
     env = {**os.environ, **overrides}
@@ -208,8 +229,12 @@ def running_stack() -> Iterator[Stack]:
     if docker_answers():
         from testcontainers.compose import DockerCompose
 
-        with DockerCompose(str(REPO), compose_file_name="docker-compose.yml", wait=True):
-            yield local_stack(native=False)
+        with DockerCompose(
+            str(REPO), compose_file_name="docker-compose.yml", build=True, wait=True
+        ):
+            stack = local_stack(native=False)
+            wait_until_routed(stack)
+            yield stack
         return
     started_here = not native_running()
     subprocess.run(
