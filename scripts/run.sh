@@ -95,6 +95,8 @@ up() {
   ln -sfn "$REPO_ROOT/deploy/prometheus/prometheus.yml" "$GATEHOUSE_STATE/prometheus/prometheus.yml"
   ln -sfn "$REPO_ROOT/deploy/prometheus/rules" "$GATEHOUSE_STATE/prometheus/rules"
   log "starting supervisord (logs in $GATEHOUSE_STATE/logs)"
+  # In the foreground, Ctrl-C stops everything, even before the stack is ready.
+  [ "$detached" = yes ] || trap 'echo; stop_stack; exit 0' INT TERM
   # supervisord must not inherit the lock.
   "$venv_bin/supervisord" -c "$conf" 9>&-
   if ! "$venv_bin/python" "$REPO_ROOT/scripts/stack_ready.py" --timeout "${GATEHOUSE_READY_TIMEOUT:-180}"; then
@@ -107,7 +109,6 @@ up() {
   print_urls
   [ "$detached" = yes ] && return 0
   exec 9>&-
-  trap 'echo; stop_stack; exit 0' INT TERM
   echo "Ctrl-C stops everything."
   # Wait in the background so that the trap runs as soon as a signal arrives.
   while running; do sleep 2 & wait $! || true; done
