@@ -13,7 +13,7 @@ from gatehouse_audit.events import Row
 from gatehouse_audit.pipeline import AuditBatchWriter
 from gatehouse_audit.repository import AuditRepository
 from gatehouse_kit.audit_metrics import AuditCounts
-from gatehouse_kit.errors import ResourceExhausted, Unavailable
+from gatehouse_kit.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 
 class ScriptedRepository:
@@ -86,6 +86,8 @@ async def test_a_full_queue_refuses_whole_batches_and_shutdown_refuses_all() -> 
     second = await writer.submit(ROWS)
     with pytest.raises(ResourceExhausted):
         await writer.submit(ROWS)
+    with pytest.raises(InvalidArgument):
+        await writer.submit(ROWS * 3)
     assert counts.snapshot() == (10, 0, {}, 10)
     writer.stop_accepting()
     with pytest.raises(Unavailable):

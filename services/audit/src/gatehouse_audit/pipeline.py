@@ -5,7 +5,8 @@ a future that completes when the rows are committed. Writers take queued groups
 until `batch_size` rows are gathered or the oldest has waited `batch_interval`,
 and write them with one COPY.
 
-- Queue full: `submit` raises ResourceExhausted; nothing was taken.
+- Queue full: `submit` raises ResourceExhausted; nothing was taken. A group larger
+  than the whole capacity is InvalidArgument (it could never be admitted).
 - Database unreachable: the writer keeps the batch and retries with backoff until
   the database answers again; the events stay held (and count towards capacity),
   their acknowledgements wait.
@@ -31,7 +32,7 @@ import structlog
 from gatehouse_audit.events import Row
 from gatehouse_audit.repository import AuditRepository, is_unreachable
 from gatehouse_kit.audit_metrics import AUDIT_BATCH_SIZE, AUDIT_COUNTS, AuditCounts
-from gatehouse_kit.errors import ResourceExhausted, Unavailable
+from gatehouse_kit.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +104,9 @@ class AuditBatchWriter:
         """Admit `rows`; the future completes when they are committed."""
         if not self._accepting:
             raise Unavailable("the audit service is shutting down")
+        if len(rows) > self._capacity:
+            # It would be refused for ever; the sender must split it.
+            raise InvalidArgument("the batch is larger than the audit queue's capacity")
         if self._held + len(rows) > self._capacity:
             raise ResourceExhausted("the audit queue is full; retry later")
         group = _Group(rows, time.monotonic())
