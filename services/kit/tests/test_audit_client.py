@@ -223,6 +223,7 @@ async def test_every_scrape_balances_received_with_written_dropped_and_queued(
     scraper.join()
     received, written, dropped, queued = counts.snapshot()
     assert received == 5_000
+    assert registry.get_sample_value("audit_queue_capacity") == 3_000
     assert written + dropped.get("buffer_full", 0) == 5_000
     assert queued == 0
     assert len(balanced) > 5

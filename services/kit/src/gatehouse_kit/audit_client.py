@@ -85,6 +85,7 @@ class AuditClient:
         self._max_in_flight = max_in_flight
         self._reconnect_max = reconnect_max_seconds
         self._counts = counts
+        counts.set_capacity(capacity)
         self._buffer: deque[audit_pb2.AuditEvent] = deque()
         self._oldest = 0.0
         self._resend: deque[audit_pb2.IngestBatch] = deque()

@@ -8,6 +8,7 @@ Both sides export the same names; Prometheus's `job` label tells them apart:
   service: committed to PostgreSQL).
 - `audit_logs_dropped_total{reason}`: events given up on, by reason.
 - `audit_queue_size`: events received and neither written nor dropped yet.
+- `audit_queue_capacity`: how many events the queue (client: buffer) holds at most.
 - `audit_batch_size`: events per batch (client: sent; service: written).
 
 The three counters and the gauge are read under one lock at every scrape, so each
@@ -44,6 +45,12 @@ class AuditCounts(Collector):
         self._written = 0
         self._queued = 0
         self._dropped: dict[str, int] = {}
+        self._capacity = 0
+
+    def set_capacity(self, capacity: int) -> None:
+        """The queue's bound, exported so that alerts can compare the size against it."""
+        with self._lock:
+            self._capacity = capacity
 
     def received(self, n: int) -> None:
         """`n` events entered the pipeline and are now queued."""
@@ -91,7 +98,13 @@ class AuditCounts(Collector):
             "audit_queue_size", "Audit events received and neither written nor dropped yet."
         )
         size.add_metric([], queued)
-        yield from (total, done, lost, size)
+        with self._lock:
+            capacity = self._capacity
+        bound = GaugeMetricFamily(
+            "audit_queue_capacity", "Audit events the queue (or client buffer) holds at most."
+        )
+        bound.add_metric([], capacity)
+        yield from (total, done, lost, size, bound)
 
 
 AUDIT_COUNTS = AuditCounts()
