@@ -7,6 +7,7 @@ health protocol, metrics, request-id propagation, error mapping and SIGTERM hand
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -71,47 +72,46 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
         raw_id = metadata.get(REQUEST_ID_KEY)
         request_id = sane_request_id(raw_id if isinstance(raw_id, str) else None)
 
-        def begin(context: Context) -> float:
+        @contextlib.asynccontextmanager
+        async def observed(context: Context) -> AsyncIterator[None]:
+            """Bind the request id; count, time and map the outcome of one call."""
             request_id_var.set(request_id)
             structlog.contextvars.bind_contextvars(grpc_method=f"{service}/{method}")
-            return time.perf_counter()
+            started = time.perf_counter()
+            code: str | None = None
+            try:
+                yield
+            except TimeoutError:
+                code = "DEADLINE_EXCEEDED"
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            except ServiceError as error:
+                code = error.code.name
+                await _abort_for(error, context)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except Exception as error:
+                if _is_abort(error):
+                    raise
+                code = "INTERNAL"
+                await _abort_for(error, context)
+            finally:
+                GRPC_HANDLED.labels(service, method, code or _code_name(context)).inc()
+                GRPC_HANDLING.labels(service, method).observe(time.perf_counter() - started)
 
-        def finish(context: Context, started: float, code: str | None) -> None:
-            final = code or _code_name(context)
-            GRPC_HANDLED.labels(service, method, final).inc()
-            GRPC_HANDLING.labels(service, method).observe(time.perf_counter() - started)
-
+        factory: Any
         if handler.unary_unary or handler.stream_unary:
             inner: Any = handler.unary_unary or handler.stream_unary
 
-            async def unary_response(request: Any, context: Context) -> Any:
-                started = begin(context)
-                code: str | None = None
-                try:
+            async def behaviour(request: Any, context: Context) -> Any:
+                async with observed(context):
                     remaining = context.time_remaining()
                     if remaining is not None and remaining <= 0:
-                        code = "DEADLINE_EXCEEDED"
-                        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+                        raise TimeoutError
                     async with asyncio.timeout(remaining):
                         return await inner(request, context)
-                except TimeoutError:
-                    code = "DEADLINE_EXCEEDED"
-                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
-                except ServiceError as error:
-                    code = error.code.name
-                    await _abort_for(error, context)
-                except asyncio.CancelledError:
-                    code = "CANCELLED"
-                    raise
-                except Exception as error:
-                    if _is_abort(error):
-                        raise
-                    code = "INTERNAL"
-                    await _abort_for(error, context)
-                finally:
-                    finish(context, started, code)
 
-            factory: Any = (
+            factory = (
                 grpc.unary_unary_rpc_method_handler
                 if handler.unary_unary
                 else grpc.stream_unary_rpc_method_handler
@@ -119,25 +119,10 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
         else:
             inner = handler.unary_stream or handler.stream_stream
 
-            async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
-                started = begin(context)
-                code: str | None = None
-                try:
+            async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:  # type: ignore[misc]
+                async with observed(context):
                     async for item in inner(request, context):
                         yield item
-                except ServiceError as error:
-                    code = error.code.name
-                    await _abort_for(error, context)
-                except asyncio.CancelledError:
-                    code = "CANCELLED"
-                    raise
-                except Exception as error:
-                    if _is_abort(error):
-                        raise
-                    code = "INTERNAL"
-                    await _abort_for(error, context)
-                finally:
-                    finish(context, started, code)
 
             factory = (
                 grpc.unary_stream_rpc_method_handler
@@ -146,7 +131,7 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
             )
 
         wrapped: MethodHandler = factory(
-            unary_response if handler.unary_unary or handler.stream_unary else stream_response,
+            behaviour,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
