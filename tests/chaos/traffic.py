@@ -63,6 +63,8 @@ class Outcome:
     code: str | None = None
     service: str | None = None
     request_id: str = ""
+    # Answered by a gateway (which audits it), not by the proxy in front of it.
+    audited: bool = False
 
     @property
     def ok(self) -> bool:
@@ -206,8 +208,8 @@ class MixedTraffic:
 
     @property
     def request_ids(self) -> set[str]:
-        """The request ids of every request the gateway answered (each one audited)."""
-        return {o.request_id for o in self.outcomes if o.status is not None and o.request_id}
+        """The request ids of every request a gateway answered (each one audited)."""
+        return {o.request_id for o in self.outcomes if o.audited}
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -266,7 +268,11 @@ class MixedTraffic:
             code, service = _error_of(response.json())
         except ValueError:
             code, service = (None, None) if response.is_success else ("not json", None)
-        self._record("http", operation, started, response.status_code, code, service, request_id)
+        # A gateway echoes the request id; an answer without it came from the proxy.
+        audited = bool(request_id) and response.headers.get("x-request-id") == request_id
+        self._record(
+            "http", operation, started, response.status_code, code, service, request_id, audited
+        )
         return response
 
     async def _create(self) -> None:
@@ -387,7 +393,7 @@ class MixedTraffic:
                 if req_id not in sock.pending:
                     continue
                 operation, started = sock.pending.pop(req_id)
-                self._record("ws", operation, started, status, code, service, req_id)
+                self._record("ws", operation, started, status, code, service, req_id, True)
 
     def _expire(self, sock: _Socket, close_code: int | None) -> None:
         """Requests left unanswered when a socket closed."""
@@ -406,6 +412,7 @@ class MixedTraffic:
         code: str | None,
         service: str | None,
         request_id: str,
+        audited: bool = False,
     ) -> None:
         self.outcomes.append(
             Outcome(
@@ -417,6 +424,7 @@ class MixedTraffic:
                 code,
                 service,
                 request_id,
+                audited,
             )
         )
         self._changed.set()
