@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import USERS, Tokens
+from tests.sre.prometheus import poll
 
 ADMIN, EDITOR, VIEWER, AUDITOR = "admin", "editor", "viewer", "auditor"
 # route -> (method, path template, required role, users holding it, success status)
@@ -60,20 +61,26 @@ ROUTES: dict[str, tuple[str, str, str, frozenset[str], int]] = {
         200,
     ),
 }
+# Audit events are written in batches, a moment after the request.
+AUDIT_WITHIN_SECONDS = 20.0
 PUBLIC = ("/health", "/health/live", "/health/ready", "/openapi.json", "/docs")
 CASES = [(route, user) for route in ROUTES for user in (*USERS, None)]
 
 
 async def an_audit_event(web: httpx.AsyncClient, tokens: Tokens) -> dict[str, str]:
-    """admin's newest audit event (there is always one: the test's author creation)."""
-    listed = await web.get(
-        "/audit-logs",
-        params={"username": ADMIN, "per_page": 1},
-        headers=await tokens.headers(ADMIN),
-    )
-    assert listed.status_code == 200, listed.text
-    event: dict[str, str] = listed.json()["items"][0]
-    return event
+    """admin's newest audit event (the test's author creation at least, once written)."""
+
+    async def newest() -> dict[str, str] | None:
+        listed = await web.get(
+            "/audit-logs",
+            params={"username": ADMIN, "per_page": 1},
+            headers=await tokens.headers(ADMIN),
+        )
+        assert listed.status_code == 200, listed.text
+        items: list[dict[str, str]] = listed.json()["items"]
+        return items[0] if items else None
+
+    return await poll(newest, AUDIT_WITHIN_SECONDS, "an audit event of admin")
 
 
 @pytest.mark.parametrize(
