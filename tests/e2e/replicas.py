@@ -7,7 +7,6 @@ for why a stack found with fewer is restarted rather than scaled in place);
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 
@@ -15,7 +14,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.backends import REPO
-from tests.harness.stack import REPLICATED, TEST_AUDIT_BUFFER_CAPACITY, Stack
+from tests.harness.stack import REPLICATED, Stack, native_env
 
 REPLICAS = 2
 RESTART_ATTEMPTS = 3
@@ -39,12 +38,11 @@ def two_replicas(stack: Stack) -> None:
 
     supervisord and Traefik read the replica counts from their environment when they
     start, so a stack running fewer is stopped and started again with
-    `*_REPLICAS=2` (`scripts/run.sh down`, then `up -d`), as tests/harness/stack.py
-    starts it (same audit buffer). It is left that way: every suite accepts two.
+    `*_REPLICAS=2` (`scripts/run.sh down`, then `up -d`), the way tests/harness/stack.py
+    starts it. It is left that way: every suite accepts two.
     """
     assert stack.native, "a stack run elsewhere must be started with two replicas of each"
-    env = {**os.environ, **{f"{p.upper()}_REPLICAS": str(REPLICAS) for p in REPLICATED}}
-    env.setdefault("GATEWAY_AUDIT_BUFFER_CAPACITY", TEST_AUDIT_BUFFER_CAPACITY)
+    env = native_env(**{f"{p.upper()}_REPLICAS": str(REPLICAS) for p in REPLICATED})
     run = ["bash", str(REPO / "scripts" / "run.sh")]
     counts = replica_counts(stack)
     # Another test session may start the stack again between our `down` and `up` (with

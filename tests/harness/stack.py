@@ -9,8 +9,10 @@ In order:
 2. docker compose (testcontainers) on docker-compose.yml when a Docker engine answers.
 3. The native stack of `make run`: `bash scripts/run.sh up -d`, which reuses a stack
    that is already running and returns once every process answers.
-A native stack started here runs the gateway with a small audit buffer
-(`GATEWAY_AUDIT_BUFFER_CAPACITY`, default 1000 here) so that live alert tests can fill it.
+A native stack started here runs two replicas of every service (`*_REPLICAS`, default 2
+here) so that replica, rolling-restart and chaos tests see the production shape, and the
+gateway with a small audit buffer (`GATEWAY_AUDIT_BUFFER_CAPACITY`, default 1000 here) so
+that live alert tests can fill it.
 The native stack is left running after the session (reruns start at once) unless
 `CI=true`, where a stack the session started is stopped at its end.
 """
@@ -37,6 +39,7 @@ CLIENT_ID = "gatehouse-web"
 ISSUER = f"http://localhost:8080/auth/realms/{REALM}"
 NATIVE_STATE = Path(os.environ.get("GATEHOUSE_STATE", str(Path.home() / ".local/state/gatehouse")))
 TEST_AUDIT_BUFFER_CAPACITY = "1000"
+TEST_REPLICAS = "2"
 # Supervisor's names for the programs that have replicas ("gateway-1" -> "gateway:gateway-1").
 REPLICATED = ("gateway", "authors", "audit", "ratelimit")
 
@@ -206,6 +209,8 @@ def native_env(**overrides: str) -> dict[str, str]:
     """The environment in which the harness starts the native stack."""
     env = {**os.environ, **overrides}
     env.setdefault("GATEWAY_AUDIT_BUFFER_CAPACITY", TEST_AUDIT_BUFFER_CAPACITY)
+    for process in REPLICATED:
+        env.setdefault(f"{process.upper()}_REPLICAS", TEST_REPLICAS)
     return env
 
 
