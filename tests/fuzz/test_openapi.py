@@ -84,6 +84,7 @@ def test_operation_answers_as_documented(
         max_examples=EXAMPLES[mode],
         deadline=None,
         database=None,
+        derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
     def answers_as_documented(case: schemathesis.Case[Any]) -> None:
