@@ -266,20 +266,25 @@ def report(
 
 
 def _plot(series: dict[str, Series], warmup: float, out: Path) -> None:
+    """RSS and descriptors over time, each as its change since the end of the warm-up."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    for ax in (top, bottom):
+        # Twenty distinct colours: one per program even with two replicas of everything.
+        ax.set_prop_cycle(color=[plt.get_cmap("tab20")(i) for i in range(20)])
     for name, s in sorted(series.items()):
+        start = next((i for i, t in enumerate(s.seconds) if t >= warmup), 0)
         minutes = [t / 60 for t in s.seconds]
-        top.plot(minutes, [r / 1024 for r in s.rss_kib], label=name)
-        bottom.plot(minutes, s.fds, label=name)
+        top.plot(minutes, [(r - s.rss_kib[start]) / 1024 for r in s.rss_kib], label=name)
+        bottom.plot(minutes, [f - s.fds[start] for f in s.fds], label=name)
     for ax in (top, bottom):
         ax.axvline(warmup / 60, color="grey", linestyle="--", linewidth=1)
+        ax.axhline(0, color="black", linewidth=0.5)
         ax.grid(True, alpha=0.3)
-    top.set_yscale("log")
-    top.set_ylabel("RSS (MiB, log scale)")
-    top.set_title("soak: memory and open descriptors of every process (dashed: end of warm-up)")
-    bottom.set_ylabel("open file descriptors")
-    bottom.set_xlabel("minutes")
-    top.legend(fontsize="small", ncol=3)
+    top.set_ylabel("RSS change (MiB)")
+    top.set_title("soak: change of each process's memory and descriptors after the warm-up")
+    bottom.set_ylabel("open descriptors, change")
+    bottom.set_xlabel("minutes (dashed: end of warm-up)")
+    top.legend(fontsize="small", ncol=4)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
