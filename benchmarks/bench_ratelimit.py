@@ -8,7 +8,9 @@ work: an HTTP-like decision over two descriptors (user and client address).
   window script from redis-py with the same keys and arguments;
 - Redis round trips per decision: commands the service sent (MONITOR) over a batch;
 - p99 at half of the gRPC peak: an open loop that sends at a fixed rate and measures
-  each call from its scheduled start, so queueing is not hidden.
+  each call from its scheduled start, so queueing is not hidden;
+- for context, the same gRPC server bootstrap answering a constant (no Redis, no rules):
+  the rate that the Python gRPC stack itself allows on this machine.
 
 Run: `uv run python -m benchmarks ratelimit`.
 """
@@ -49,6 +51,27 @@ domains:
         limits: {default: {requests_per_unit: 1000000, unit: hour}}
 """
 HOUR_US = 3600 * 1_000_000
+# The same server bootstrap answering a constant: what gRPC itself costs, for context.
+FLOOR_SERVER = """
+import asyncio, sys
+from gatehouse_kit.grpc_server import GrpcService
+from gatehouse_protos.ratelimit.v1 import ratelimit_pb2 as pb, ratelimit_pb2_grpc
+
+class Constant(ratelimit_pb2_grpc.RateLimitServiceServicer):
+    async def ShouldRateLimit(self, request, context):
+        return pb.RateLimitResponse(overall_code=pb.CODE_OK)
+
+def register(server):
+    ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server(Constant(), server)
+    return ["gatehouse.ratelimit.v1.RateLimitService"]
+
+async def main():
+    port = int(sys.argv[1])
+    service = GrpcService(register, host="127.0.0.1", port=port, grace_seconds=1)
+    await service.serve_until_signalled()
+
+asyncio.run(main())
+"""
 
 
 def decision_request(i: int) -> pb.RateLimitRequest:
@@ -64,20 +87,12 @@ def decision_request(i: int) -> pb.RateLimitRequest:
     )
 
 
-async def start_service(redis_url: str, rules: Path) -> tuple[asyncio.subprocess.Process, int]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "RATELIMIT_GRPC_PORT": str(port),
-        "RATELIMIT_METRICS_PORT": str(free_port()),
-        "RATELIMIT_REDIS_URL": redis_url,
-        "RATELIMIT_RULES_PATH": str(rules),
-        "RATELIMIT_FAIL_MODE": "closed",
-        "LOG_LEVEL": "ERROR",
-    }
+async def start_service(*argv: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """Start `python argv…` and wait until its gRPC health check (on env's port) answers."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gatehouse_ratelimit", env=env, stdout=asyncio.subprocess.DEVNULL
+        sys.executable, *argv, env={**os.environ, **env}, stdout=asyncio.subprocess.DEVNULL
     )
+    port = env["RATELIMIT_GRPC_PORT"]
     channel = open_channel(f"127.0.0.1:{port}", "ratelimit", max_attempts=1)
     try:
         await health_pb2_grpc.HealthStub(channel).Check(
@@ -85,7 +100,7 @@ async def start_service(redis_url: str, rules: Path) -> tuple[asyncio.subprocess
         )
     finally:
         await channel.close()
-    return process, port
+    return process
 
 
 async def round_trips_per_decision(
@@ -149,9 +164,30 @@ async def run() -> dict[str, Any]:
     rules = workdir / "rules.yaml"
     rules.write_text(RULES)
     client = redis.Redis.from_url(server.url)
-    process, port = await start_service(server.url, rules)
-    channel = open_channel(f"127.0.0.1:{port}", "ratelimit", max_attempts=1)
+    port, floor_port = free_port(), free_port()
+    started: list[asyncio.subprocess.Process] = []
     try:
+        started.append(
+            await start_service(
+                "-m",
+                "gatehouse_ratelimit",
+                env={
+                    "RATELIMIT_GRPC_PORT": str(port),
+                    "RATELIMIT_METRICS_PORT": str(free_port()),
+                    "RATELIMIT_REDIS_URL": server.url,
+                    "RATELIMIT_RULES_PATH": str(rules),
+                    "RATELIMIT_FAIL_MODE": "closed",
+                    "LOG_LEVEL": "ERROR",
+                },
+            )
+        )
+        started.append(
+            await start_service(
+                "-c", FLOOR_SERVER, str(floor_port), env={"RATELIMIT_GRPC_PORT": str(floor_port)}
+            )
+        )
+        channel = open_channel(f"127.0.0.1:{port}", "ratelimit", max_attempts=1)
+        floor_channel = open_channel(f"127.0.0.1:{floor_port}", "ratelimit", max_attempts=1)
         stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
         script = client.register_script(SLIDING_WINDOW_LUA)
         # Fail-closed answers (Redis slower than the service's timeout) are counted here.
@@ -160,17 +196,8 @@ async def run() -> dict[str, Any]:
         async def raw_evalsha(i: int) -> object:
             base = f"raw:{i % USERS}"
             keys = [f"{base}:u:log", f"{base}:u:sum", f"{base}:ip:log", f"{base}:ip:sum"]
-            args: list[str | int] = [
-                "",
-                f"raw{i}",
-                1,
-                1_000_000,
-                HOUR_US,
-                "0",
-                1_000_000,
-                HOUR_US,
-                "0",
-            ]
+            limit: list[str | int] = [1_000_000, HOUR_US, "0"]
+            args: list[str | int] = ["", f"raw{i}", 1, *limit, *limit]
             return await script(keys=keys, args=args)
 
         async def grpc_decision(i: int) -> object:
@@ -182,12 +209,22 @@ async def run() -> dict[str, Any]:
 
         raw = await measure("raw_evalsha", raw_evalsha, concurrency=CONCURRENCY, duration=DURATION)
         peak = await measure("grpc_peak", grpc_decision, concurrency=CONCURRENCY, duration=DURATION)
+        floor_stub = ratelimit_pb2_grpc.RateLimitServiceStub(floor_channel)
+
+        async def floor_call(i: int) -> object:
+            return await floor_stub.ShouldRateLimit(decision_request(i), timeout=5)
+
+        floor = await measure(
+            "grpc_floor_constant_reply", floor_call, concurrency=CONCURRENCY, duration=DURATION
+        )
         trips, commands = await round_trips_per_decision(client, stub)
         half = await open_loop(stub, peak.rate / 2, OPEN_LOOP_SECONDS)
-    finally:
         await channel.close()
-        process.terminate()
-        await process.wait()
+        await floor_channel.close()
+    finally:
+        for process in started:
+            process.terminate()
+            await process.wait()
         await client.aclose()
         server.destroy()
 
@@ -225,7 +262,7 @@ async def run() -> dict[str, Any]:
     result = write_result(
         "ratelimit",
         figures,
-        [raw, peak, half],
+        [raw, peak, half, floor],
         command="uv run python -m benchmarks ratelimit",
         redis_commands_per_batch=commands,
         grpc_errors=errors,
