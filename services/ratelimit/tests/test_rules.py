@@ -4,6 +4,7 @@ running service (a broken new file keeps the old rules)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,6 +126,16 @@ async def test_rules_reload_on_change_and_a_broken_file_keeps_the_old_ones(
     assert metric("rate_limit_rules_last_reload_success") == 0
     reply = await stub.ShouldRateLimit(request, timeout=5)
     assert reply.statuses[0].current_limit.requests_per_unit == 3
+
+    # Fixed the way editors save: a new file renamed over the old one.
+    ok_reloads = metric("rate_limit_rules_reloads_total", result="ok")
+    fixed = path.with_name("rules.yaml.new")
+    fixed.write_text(path.read_text().replace("unit: fortnight", "unit: minute"))
+    os.replace(fixed, path)
+    await until(lambda: metric("rate_limit_rules_reloads_total", result="ok") > ok_reloads)
+    assert metric("rate_limit_rules_last_reload_success") == 1
+    reply = await stub.ShouldRateLimit(request, timeout=5)
+    assert reply.statuses[0].current_limit.unit == pb.UNIT_MINUTE
     stop.set()
     await background
     assert failures == []

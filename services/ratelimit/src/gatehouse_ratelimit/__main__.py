@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from dataclasses import dataclass
 
 import grpc
@@ -92,6 +93,9 @@ async def _serve(settings: Settings) -> None:
     metrics = MetricsServer(settings.bind_host, settings.metrics_port)
     try:
         running = await build(settings)
+        # What start-up made (modules, rules, clients) lives on: keep it out of GC passes,
+        # which would otherwise walk it all and stall decisions now and then.
+        gc.freeze()
         await running.grpc.serve_until_signalled()
     finally:
         metrics.close()
