@@ -1,7 +1,9 @@
 """Entry point: `python -m gatehouse_gateway` serves HTTP and WebSockets, with /metrics apart.
 
-On SIGTERM: sockets are told 1001 (going away), readiness fails, in-flight requests
-finish within `GATEWAY_SHUTDOWN_GRACE_SECONDS`, then buffered audit events are flushed.
+On SIGTERM the server drains (gatehouse_gateway.server): /health/live fails for
+`GATEWAY_SHUTDOWN_DRAIN_SECONDS` while requests are still served, then sockets are told
+1001 (going away) and in-flight requests finish within `GATEWAY_SHUTDOWN_GRACE_SECONDS`,
+then buffered audit events are flushed.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import asyncio
 import uvicorn
 
 from gatehouse_gateway.app import create_app
+from gatehouse_gateway.server import GracefulServer
 from gatehouse_gateway.settings import Settings
-from gatehouse_gateway.websocket import GracefulServer
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
 

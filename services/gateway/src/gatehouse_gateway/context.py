@@ -24,7 +24,8 @@ class GatewayContext:
     rate_limiter: RateLimiter
     audit: AuditClient
     redis: redis.Redis
-    # Set once shutdown begins: readiness fails so the load balancer stops sending traffic.
+    # Set once shutdown begins: /health/live and /health/ready answer 503, so that the
+    # load balancer stops sending traffic before the port closes.
     draining: bool = field(default=False)
 
     @classmethod

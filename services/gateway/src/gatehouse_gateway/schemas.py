@@ -95,3 +95,9 @@ class HealthReport(BaseModel):
 
     status: Literal["ok", "degraded"]
     services: dict[str, Literal["ok", "down"]]
+
+
+class Liveness(BaseModel):
+    """`ok` while the process serves; `draining` (with 503) once it is shutting down."""
+
+    status: Literal["ok", "draining"]

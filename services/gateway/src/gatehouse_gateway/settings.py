@@ -73,6 +73,12 @@ class Settings(ServiceSettings):
 
     audit_buffer_capacity: int = 10_000
 
+    # After SIGTERM the process goes on serving this long while /health/live answers 503,
+    # so that Traefik takes it out of rotation before its port closes. Keep it above
+    # Traefik's health-check interval plus timeout (deploy/traefik/dynamic/gatehouse.yml).
+    # `shutdown_grace_seconds` then bounds closing sockets and in-flight requests.
+    shutdown_drain_seconds: float = Field(default=4.0, ge=0)
+
     ws_allowed_origins: CommaList = ("http://localhost:8080", "http://127.0.0.1:8080")
     ws_max_frame_bytes: int = 64 * 1024
     ws_send_queue_size: int = 64

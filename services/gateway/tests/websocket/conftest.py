@@ -35,8 +35,8 @@ from gatehouse_authors.app import build_app
 from gatehouse_authors.settings import Settings as AuthorsSettings
 from gatehouse_gateway.app import create_app
 from gatehouse_gateway.context import GatewayContext
+from gatehouse_gateway.server import GracefulServer
 from gatehouse_gateway.settings import Settings
-from gatehouse_gateway.websocket import GracefulServer
 from gatehouse_gateway.websocket.hub import WebSocketHub
 from gatehouse_kit.grpc_server import GrpcService
 from gatehouse_protos.websocket import websocket_pb2

@@ -1,9 +1,11 @@
-"""The edge of every HTTP request, as one pure ASGI middleware (no per-request task).
+"""The edge of every HTTP request and WebSocket upgrade, as one pure ASGI middleware.
 
-In order: request id (the client's if sane), client IP (trusted proxies), body size
-limit on the bytes actually received, then after the route: security, request-id and
-rate-limit headers, metrics by route template, an access log line (no tokens, no query
-string) and one audit event.
+Both: request id (the client's if sane) and client IP (trusted proxies), decided here
+and only here (`scope["state"]`), and the security and request-id headers of
+`edge_headers` on the answer (for a WebSocket: the 101 and any refusal).
+HTTP requests also get, without a per-request task: the body size limit on the bytes
+actually received, then after the route: rate-limit headers, metrics by route template,
+an access log line (no tokens, no query string) and one audit event.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gatehouse_gateway.auditing import audit_event, outcome_for
+from gatehouse_gateway.auditing import audit_event
 from gatehouse_gateway.auth import Principal
 from gatehouse_gateway.context import GatewayContext
 from gatehouse_gateway.errors import ApiError, ErrorCode, error_response, internal_error
@@ -53,7 +55,7 @@ _DOCS_CSP = (
     "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
     "img-src 'self' data: https://fastapi.tiangolo.com; frame-ancestors 'none'"
 )
-_SECURITY_HEADERS = (
+_SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("strict-transport-security", "max-age=31536000; includeSubDomains"),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
@@ -62,6 +64,22 @@ _SECURITY_HEADERS = (
 # Probes and documentation are not user actions: no audit event for them.
 _NOT_AUDITED = frozenset({"/health", "/health/live", "/health/ready", "/docs", "/openapi.json"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The answers to a WebSocket upgrade: the 101 and a refusal's HTTP response.
+_UPGRADE_ANSWERS = frozenset({"websocket.accept", "websocket.http.response.start"})
+
+
+def edge_headers(request_id: str, path: str) -> tuple[tuple[str, str], ...]:
+    """`X-Request-ID` and the security headers that every answer carries, HTTP or WebSocket."""
+    policy = _DOCS_CSP if path == "/docs" else _STRICT_CSP
+    return (("x-request-id", request_id), *_SECURITY_HEADERS, ("content-security-policy", policy))
+
+
+def _add_headers(message: Message, headers: tuple[tuple[str, str], ...]) -> MutableHeaders:
+    message.setdefault("headers", [])
+    mutable = MutableHeaders(scope=message)
+    for name, value in headers:
+        mutable[name] = value
+    return mutable
 
 
 class PayloadTooLarge(HTTPException):
@@ -96,18 +114,40 @@ class EdgeMiddleware:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            # Sockets get the same client address as requests; the rest is theirs.
-            client = scope.get("client")
-            headers = dict(_raw_headers(scope))
-            state = scope.setdefault("state", {})
-            state["client_ip"] = self.trusted_proxies.client_ip(
-                client[0] if client else None, headers.get("x-forwarded-for")
-            )
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await _Exchange(self, scope, receive, send).run()
+        elif scope["type"] == "websocket":
+            await self._upgrade(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
-        await _Exchange(self, scope, receive, send).run()
+
+    def identify(self, scope: Scope) -> dict[str, str]:
+        """Put the request id and the client address on `scope["state"]`; the headers."""
+        headers = dict(_raw_headers(scope))
+        client = scope.get("client")
+        state = scope.setdefault("state", {})
+        state["request_id"] = sane_request_id(headers.get("x-request-id"))
+        state["client_ip"] = self.trusted_proxies.client_ip(
+            client[0] if client else None, headers.get("x-forwarded-for")
+        )
+        return headers
+
+    async def _upgrade(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket: identified like a request; its upgrade answer gets the edge headers."""
+        self.identify(scope)
+        request_id: str = scope["state"]["request_id"]
+        added = edge_headers(request_id, scope["path"])
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] in _UPGRADE_ANSWERS:
+                _add_headers(message, added)
+            await send(message)
+
+        token = request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            request_id_var.reset(token)
 
 
 class _Exchange:
@@ -123,16 +163,10 @@ class _Exchange:
         self.response_started = False
         self.received = 0
         self.body = bytearray()
-        headers = dict(_raw_headers(scope))
-        self.headers = headers
-        self.request_id = sane_request_id(headers.get("x-request-id"))
-        client = scope.get("client")
-        self.client_ip = edge.trusted_proxies.client_ip(
-            client[0] if client else None, headers.get("x-forwarded-for")
-        )
-        self.state: dict[str, Any] = scope.setdefault("state", {})
-        self.state["request_id"] = self.request_id
-        self.state["client_ip"] = self.client_ip
+        self.headers = edge.identify(scope)
+        self.state: dict[str, Any] = scope["state"]
+        self.request_id: str = self.state["request_id"]
+        self.client_ip: str = self.state["client_ip"]
 
     async def run(self) -> None:
         token = request_id_var.set(self.request_id)
@@ -178,12 +212,7 @@ class _Exchange:
         if message["type"] == "http.response.start":
             self.response_started = True
             self.status = message["status"]
-            headers = MutableHeaders(scope=message)
-            headers["x-request-id"] = self.request_id
-            for name, value in _SECURITY_HEADERS:
-                headers[name] = value
-            docs = self.scope["path"] == "/docs"
-            headers["content-security-policy"] = _DOCS_CSP if docs else _STRICT_CSP
+            headers = _add_headers(message, edge_headers(self.request_id, self.scope["path"]))
             decision: RateDecision | None = self.state.get("rate_limit")
             if decision is not None:
                 for name, value in decision.headers().items():
@@ -217,7 +246,6 @@ class _Exchange:
                     principal=principal,
                     action_type=f"{method} {endpoint}",
                     resource=self.scope["path"],
-                    outcome=outcome_for(self.status),
                     ip_address=self.client_ip,
                     user_agent=self.headers.get("user-agent", ""),
                     request_id=self.request_id,

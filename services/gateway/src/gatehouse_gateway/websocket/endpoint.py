@@ -22,8 +22,9 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 from starlette.types import Message
 
+from gatehouse_gateway.auditing import audit_event
 from gatehouse_gateway.auth import Principal
-from gatehouse_gateway.context import GatewayContext, gateway_context
+from gatehouse_gateway.context import GatewayContext, client_ip, gateway_context
 from gatehouse_gateway.errors import (
     ApiError,
     ErrorCode,
@@ -32,7 +33,6 @@ from gatehouse_gateway.errors import (
     permission_denied,
 )
 from gatehouse_gateway.rbac import authorize, rate_limit_tier
-from gatehouse_gateway.websocket.audit import audit_message
 from gatehouse_gateway.websocket.handlers import HANDLERS, Call, resource
 from gatehouse_gateway.websocket.hub import WebSocketHub
 from gatehouse_gateway.websocket.metrics import (
@@ -79,10 +79,8 @@ def _hub(websocket: WebSocket) -> WebSocketHub:
     return hub
 
 
-def _peer(websocket: WebSocket, hub: WebSocketHub) -> Peer:
-    host = websocket.client.host if websocket.client else None
-    ip = hub.trusted_proxies.client_ip(host, websocket.headers.get("x-forwarded-for"))
-    return Peer(ip=ip, user_agent=websocket.headers.get("user-agent", ""))
+def _peer(websocket: WebSocket) -> Peer:
+    return Peer(ip=client_ip(websocket), user_agent=websocket.headers.get("user-agent", ""))
 
 
 def _origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
@@ -208,7 +206,7 @@ async def web(websocket: WebSocket) -> None:
         codec,
         principal,
         queue_size=settings.ws_send_queue_size,
-        peer=_peer(websocket, hub),
+        peer=_peer(websocket),
     )
     try:
         lease = await context.rate_limiter.acquire_connection(
@@ -303,6 +301,34 @@ class _Dispatcher:
         finally:
             request_id_var.reset(token)
 
+    def _audit(
+        self,
+        *,
+        action: str,
+        resource: str,
+        status: WsStatus,
+        request_id: str,
+        request_data: Any,
+        error_message: str,
+        started: float,
+    ) -> None:
+        """Hand one message's event (`WS:<action>`) to the audit client; never waits."""
+        session = self._session
+        self._context.audit.enqueue(
+            audit_event(
+                principal=session.principal,
+                action_type=f"WS:{action}",
+                resource=resource,
+                ip_address=session.peer.ip,
+                user_agent=session.peer.user_agent,
+                request_id=request_id,
+                request_data=request_data,
+                response_status=status,
+                error_message=error_message,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
+
     def _count_malformed(self) -> None:
         now = time.monotonic()
         self._malformed.append(now)
@@ -317,10 +343,7 @@ class _Dispatcher:
         session.offer(
             session.codec.response(bad.pkg_id, bad.req_id, WsStatus.INVALID_DATA, error.payload())
         )
-        audit_message(
-            self._context,
-            session.peer,
-            session.principal,
+        self._audit(
             action="INVALID_FRAME",
             resource="/web",
             status=WsStatus.INVALID_DATA,
@@ -345,10 +368,7 @@ class _Dispatcher:
                 status, reason = error.ws_status, error.msg
         if principal is not None and principal.user_id != session.principal.user_id:
             status, reason = WsStatus.PERMISSION_DENIED, "token belongs to another user"
-        audit_message(
-            self._context,
-            session.peer,
-            session.principal,
+        self._audit(
             action="AUTH",
             resource="/web",
             status=status,
@@ -367,10 +387,7 @@ class _Dispatcher:
         session = self._session
         status, data, meta = await self._outcome(request)
         session.offer(session.codec.response(request.pkg_id, request.req_id, status, data, meta))
-        audit_message(
-            self._context,
-            session.peer,
-            session.principal,
+        self._audit(
             action=request.pkg_id.name,
             resource=resource(request.pkg_id, request.data),
             status=status,

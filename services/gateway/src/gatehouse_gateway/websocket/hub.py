@@ -21,7 +21,6 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from gatehouse_gateway.errors import ApiError
-from gatehouse_gateway.http.client_ip import TrustedProxies
 from gatehouse_gateway.operations import author_json
 from gatehouse_gateway.ratelimiting import RateLimiter
 from gatehouse_gateway.rbac import rate_limit_tier
@@ -55,10 +54,8 @@ class WebSocketHub:
         client: redis.Redis,
         channel: str,
         rate_limiter: RateLimiter,
-        trusted_proxies: TrustedProxies,
     ) -> None:
         self._redis = client
-        self.trusted_proxies = trusted_proxies
         self._channel = channel
         self._rate_limiter = rate_limiter
         self.sessions: set[Session] = set()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from gatehouse_gateway import operations
@@ -27,6 +28,28 @@ Date = Annotated[datetime | None, Query(description="ISO 8601; without a zone, U
 _PAGE_DOC = {**api_errors(), 200: {"headers": RATE_LIMIT_HEADERS}}
 
 
+def _pagination(
+    page: Page = 1, per_page: PerPage = operations.DEFAULT_PER_PAGE, cursor: Cursor = None
+) -> Pagination:
+    return Pagination(page=page, per_page=per_page, cursor=cursor)
+
+
+def _filter(
+    action_type: Text = None,
+    outcome: Annotated[Outcome | None, Query()] = None,
+    start_date: Date = None,
+    end_date: Date = None,
+) -> AuditFilter:
+    return AuditFilter(
+        action_type=action_type, outcome=outcome, start_date=start_date, end_date=end_date
+    )
+
+
+# The query parameters both listings take.
+PageQuery = Annotated[Pagination, Depends(_pagination)]
+FilterQuery = Annotated[AuditFilter, Depends(_filter)]
+
+
 @router.get(
     "",
     response_model=AuditLogPage,
@@ -38,31 +61,14 @@ _PAGE_DOC = {**api_errors(), 200: {"headers": RATE_LIMIT_HEADERS}}
 async def list_audit_logs(
     _: AuditReader,
     context: Context,
-    page: Page = 1,
-    per_page: PerPage = operations.DEFAULT_PER_PAGE,
-    cursor: Cursor = None,
+    pagination: PageQuery,
+    filters: FilterQuery,
     user_id: Text = None,
     username: Text = None,
-    action_type: Text = None,
     resource: Annotated[str | None, Query(max_length=2048)] = None,
-    outcome: Annotated[Outcome | None, Query()] = None,
-    start_date: Date = None,
-    end_date: Date = None,
 ) -> Response:
-    result = await operations.list_audit_logs(
-        context.upstreams,
-        AuditFilter(
-            user_id=user_id,
-            username=username,
-            action_type=action_type,
-            resource=resource,
-            outcome=outcome,
-            start_date=start_date,
-            end_date=end_date,
-        ),
-        Pagination(page=page, per_page=per_page, cursor=cursor),
-    )
-    return JSONResponse(result)
+    narrowed = replace(filters, user_id=user_id, username=username, resource=resource)
+    return JSONResponse(await operations.list_audit_logs(context.upstreams, narrowed, pagination))
 
 
 @router.get(
@@ -76,26 +82,11 @@ async def list_user_audit_logs(
     _: AuditReader,
     context: Context,
     user_id: Annotated[str, Path(max_length=255, description="The user's `sub`")],
-    page: Page = 1,
-    per_page: PerPage = operations.DEFAULT_PER_PAGE,
-    cursor: Cursor = None,
-    action_type: Text = None,
-    outcome: Annotated[Outcome | None, Query()] = None,
-    start_date: Date = None,
-    end_date: Date = None,
+    pagination: PageQuery,
+    filters: FilterQuery,
 ) -> Response:
-    result = await operations.list_audit_logs(
-        context.upstreams,
-        AuditFilter(
-            user_id=user_id,
-            action_type=action_type,
-            outcome=outcome,
-            start_date=start_date,
-            end_date=end_date,
-        ),
-        Pagination(page=page, per_page=per_page, cursor=cursor),
-    )
-    return JSONResponse(result)
+    narrowed = replace(filters, user_id=user_id)
+    return JSONResponse(await operations.list_audit_logs(context.upstreams, narrowed, pagination))
 
 
 @router.get(

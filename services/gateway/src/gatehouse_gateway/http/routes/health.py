@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from gatehouse_gateway.context import GatewayContext
 from gatehouse_gateway.http.dependencies import Context
-from gatehouse_gateway.schemas import HealthReport
+from gatehouse_gateway.schemas import HealthReport, Liveness
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -62,9 +62,20 @@ async def health(context: Context) -> JSONResponse:
     )
 
 
-@router.get("/live", summary="Liveness", description="The process answers.")
-async def live() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get(
+    "/live",
+    response_model=Liveness,
+    summary="Liveness",
+    description="200 while the process serves. 503 `draining` from the start of a shutdown "
+    "on, while requests are still served for a drain period: Traefik checks this path, so "
+    "the replica leaves rotation before its port closes. Upstreams are not consulted, so "
+    "their outage never takes every replica out of rotation.",
+    responses={503: {"model": Liveness, "description": "Draining for shutdown"}},
+)
+async def live(context: Context) -> JSONResponse:
+    if context.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get(

@@ -1,0 +1,83 @@
+"""The gateway's uvicorn server: on SIGTERM it drains before it stops (docs/api.md, Shutdown).
+
+1. The first SIGTERM (or SIGINT) starts the drain: `/health/live` and `/health/ready`
+   answer 503 and new WebSocket upgrades are refused with 503, while every other request
+   is still accepted and served, for `shutdown_drain_seconds`. Traefik's health check
+   takes the replica out of rotation meanwhile, so no request is sent to a closed port.
+2. Open sockets are told 1001 (going away) and reconnect through Traefik to another
+   replica; then the port closes and in-flight requests finish, all within one
+   `shutdown_grace_seconds`.
+3. The lifespan ends: buffered audit events are flushed.
+
+A second signal ends the drain at once.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from types import FrameType
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from gatehouse_gateway.context import GatewayContext
+from gatehouse_gateway.websocket import WebSocketHub
+
+log = structlog.get_logger(__name__)
+
+
+class GracefulServer(uvicorn.Server):
+    """A uvicorn server that drains, then says goodbye (1001) to its WebSockets."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+        self._drain_ends: float | None = None
+
+    def _context(self) -> GatewayContext | None:
+        context: GatewayContext | None = getattr(self._app.state, "context", None)
+        return context
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Signal handler: the first signal starts the drain, a second one stops now."""
+        if self._drain_ends is None and not self.should_exit:
+            self.begin_drain()
+        else:
+            super().handle_exit(sig, frame)
+
+    def begin_drain(self) -> None:
+        """Report unhealthy and refuse new sockets, serve on, stop when the drain is over."""
+        context = self._context()
+        if context is None:
+            # Still starting: nothing is in rotation yet, so nothing to drain.
+            self.should_exit = True
+            return
+        context.draining = True
+        self._drain_ends = time.monotonic() + context.settings.shutdown_drain_seconds
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's tick (every 0.1 s), which also ends a drain that is over."""
+        if self._drain_ends is not None and time.monotonic() >= self._drain_ends:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close sockets with 1001, then let uvicorn close the port, drain and end the lifespan.
+
+        uvicorn alone would close the sockets with 1012 (service restart).
+        """
+        context = self._context()
+        if context is not None:
+            context.draining = True
+            grace = context.settings.shutdown_grace_seconds
+            ends = time.monotonic() + grace
+            hub: WebSocketHub | None = getattr(self._app.state, "websocket_hub", None)
+            if hub is not None:
+                await hub.close_all(grace_seconds=grace)
+            # Sockets and in-flight requests share one grace period.
+            self.config.timeout_graceful_shutdown = max(1, math.ceil(ends - time.monotonic()))
+            log.info("gateway_stopping", grace_left_seconds=ends - time.monotonic())
+        await super().shutdown(sockets)
