@@ -75,6 +75,7 @@ asyncio.run(main())
 
 
 def decision_request(i: int) -> pb.RateLimitRequest:
+    """The i-th HTTP-like decision: a user among USERS and a client address."""
     entry = pb.RateLimitDescriptor.Entry
     return pb.RateLimitRequest(
         domain="bench",

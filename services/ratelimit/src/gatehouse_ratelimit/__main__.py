@@ -102,6 +102,7 @@ async def _serve(settings: Settings) -> None:
 
 
 def main() -> None:
+    """Serve with settings from the environment until SIGTERM or SIGINT."""
     settings = Settings()
     configure_logging("ratelimit", settings.log_level, settings.log_json)
     # uvloop: a cheaper event loop under the many small awaits of a decision.

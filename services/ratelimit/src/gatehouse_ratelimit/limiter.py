@@ -39,7 +39,9 @@ class RulesSource(Protocol):
     """Anything holding the current rules (a `RulesFile`), read once per request."""
 
     @property
-    def rules(self) -> RateLimitRules: ...
+    def rules(self) -> RateLimitRules:
+        """The rules in force now."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class DescriptorStatus:
 
 @dataclass(frozen=True)
 class Decision:
+    """The overall outcome and the status of each descriptor, in request order."""
+
     over: bool
     statuses: list[DescriptorStatus]
     fail_open: bool = False

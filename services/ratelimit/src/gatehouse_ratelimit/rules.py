@@ -42,6 +42,8 @@ DEFAULT_TIER = "default"
 
 
 class Unit(StrEnum):
+    """The length of a limit's sliding window."""
+
     SECOND = "second"
     MINUTE = "minute"
     HOUR = "hour"
@@ -49,6 +51,7 @@ class Unit(StrEnum):
 
     @property
     def seconds(self) -> int:
+        """The window's length in seconds."""
         return _UNIT_SECONDS[self]
 
 
@@ -67,6 +70,8 @@ class Limit(_Strict):
 
 
 class EntryRule(_Strict):
+    """One entry of a descriptor rule: a key, and optionally the only value it matches."""
+
     key: str = Field(min_length=1)
     value: str | None = None
 
@@ -116,10 +121,13 @@ class LeaseRule(_Strict):
         return self
 
     def limit_for(self, tier: str) -> int:
+        """The leases allowed to one key of `tier` (falling back to the default tier)."""
         return self.limits.get(tier) or self.limits[DEFAULT_TIER]
 
 
 class DomainRules(_Strict):
+    """A domain's descriptor rules and its optional lease rule."""
+
     descriptors: list[DescriptorRule] = Field(default_factory=list)
     lease: LeaseRule | None = None
 
@@ -135,6 +143,8 @@ class DomainRules(_Strict):
 
 
 class RulesDocument(_Strict):
+    """The whole rules file."""
+
     domains: dict[str, DomainRules]
 
 
@@ -169,10 +179,12 @@ class RateLimitRules:
         return best
 
     def lease_rule(self, domain: str) -> LeaseRule | None:
+        """The lease rule of `domain`, if it has one."""
         rules = self.document.domains.get(domain)
         return rules.lease if rules else None
 
     def knows(self, domain: str) -> bool:
+        """Whether the rules name `domain` (metrics label other domains `other`)."""
         return domain in self.document.domains
 
 

@@ -72,6 +72,7 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
     async def ShouldRateLimit(
         self, request: pb.RateLimitRequest, context: Context
     ) -> pb.RateLimitResponse:
+        """Decide the request's descriptors together (see docs/ratelimit.md)."""
         decision = await self._limiter.decide(
             request.domain, _descriptors(request), request.hits_addend or 1, request.tier
         )
@@ -101,17 +102,20 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
     async def AcquireLease(
         self, request: pb.AcquireLeaseRequest, context: Context
     ) -> pb.LeaseResponse:
+        """Take a connection lease when the holder has room under its tier's limit."""
         decision = await self._leases.acquire(
             request.domain, request.key, request.lease_id, request.tier
         )
         return _lease_response(decision)
 
     async def RenewLease(self, request: pb.RenewLeaseRequest, context: Context) -> pb.LeaseResponse:
+        """Extend a live lease by the TTL."""
         decision = await self._leases.renew(request.domain, request.key, request.lease_id)
         return _lease_response(decision)
 
     async def ReleaseLease(
         self, request: pb.ReleaseLeaseRequest, context: Context
     ) -> pb.ReleaseLeaseResponse:
+        """Drop a lease; unknown leases are fine."""
         await self._leases.release(request.domain, request.key, request.lease_id)
         return pb.ReleaseLeaseResponse()

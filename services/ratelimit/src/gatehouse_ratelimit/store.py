@@ -67,6 +67,8 @@ class WindowState:
 
 @dataclass(frozen=True)
 class LeaseState:
+    """A lease call's outcome and the holder's live leases after it."""
+
     granted: bool
     active: int
 
@@ -111,6 +113,7 @@ class RedisStore:
             await self._bounded(self._client.script_load(source))
 
     async def close(self) -> None:
+        """Close the connections to Redis."""
         await self._client.aclose()
 
     async def _bounded(self, call: Awaitable[Any]) -> Any:
