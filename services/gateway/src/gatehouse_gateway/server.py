@@ -36,6 +36,7 @@ class GracefulServer(uvicorn.Server):
         super().__init__(config)
         self._app = app
         self._drain_ends: float | None = None
+        self._drain_logged = False
 
     def _context(self) -> GatewayContext | None:
         context: GatewayContext | None = getattr(self._app.state, "context", None)
@@ -60,8 +61,13 @@ class GracefulServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         """uvicorn's tick (every 0.1 s), which also ends a drain that is over."""
-        if self._drain_ends is not None and time.monotonic() >= self._drain_ends:
-            self.should_exit = True
+        if self._drain_ends is not None:
+            if not self._drain_logged:
+                # Logged here rather than in the signal handler, which may interrupt a log write.
+                self._drain_logged = True
+                log.info("gateway_draining", seconds_left=self._drain_ends - time.monotonic())
+            if time.monotonic() >= self._drain_ends:
+                self.should_exit = True
         return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
