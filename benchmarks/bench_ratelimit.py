@@ -99,6 +99,10 @@ async def start_service(*argv: str, env: dict[str, str]) -> asyncio.subprocess.P
         await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=30, wait_for_ready=True
         )
+    except BaseException:
+        process.terminate()
+        await process.wait()
+        raise
     finally:
         await channel.close()
     return process
