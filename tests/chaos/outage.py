@@ -41,6 +41,11 @@ BASELINE_ANSWERS = 12
 BASELINE_TIMEOUT = 60.0
 # After the load stops, the audit queues of every process must empty within this.
 AUDIT_DRAIN_SECONDS = 60.0
+# How long a dependency stays away under load: longer than the gateway's breaker needs
+# to open (5 failures) and its open period (5 s), so the half-open path is exercised too.
+DOWN_SECONDS = 8.0
+# Requests succeed again within this long after the dependency is back.
+RECOVERY_SECONDS = 45.0
 # Healthy answers in a row, after the last failure, that count as recovered.
 RECOVERED_HTTP = 8
 RECOVERED_WS = 2
@@ -122,8 +127,8 @@ async def run_outage(
     *,
     stop: Callable[[], None],
     start: Callable[[], None],
-    down_seconds: float,
-    recovery_seconds: float,
+    down_seconds: float = DOWN_SECONDS,
+    recovery_seconds: float = RECOVERY_SECONDS,
     while_down: Callable[[], Awaitable[None]] | None = None,
     back: Callable[[], Awaitable[bool]] | None = None,
 ) -> Record:
@@ -191,7 +196,9 @@ async def _drained_audit(
     return counts
 
 
-def assert_general(record: Record, *, restarted: set[str], recovery_seconds: float) -> None:
+def assert_general(
+    record: Record, *, restarted: set[str], recovery_seconds: float = RECOVERY_SECONDS
+) -> None:
     """The promises every outage keeps (see docs/testing.md)."""
     outcomes = record.outcomes
     undocumented = [

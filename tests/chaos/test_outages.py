@@ -26,11 +26,6 @@ from tests.harness.stack import Stack
 
 pytestmark = pytest.mark.timeout(300)
 
-# How long a dependency stays away under load: longer than the gateway's breaker needs
-# to open (5 failures) and its open period (5 s), so the half-open path is exercised too.
-DOWN_SECONDS = 8.0
-# Requests succeed again within this long after the dependency is back.
-RECOVERY_SECONDS = 45.0
 # Keycloak (a JVM) takes longer to start; tokens must be issued again within this.
 KEYCLOAK_RECOVERY_SECONDS = 240.0
 
@@ -78,10 +73,8 @@ async def test_redis_outage_follows_the_rate_limit_fail_mode(
         traffic,
         stop=script("redis.sh", "stop"),
         start=script("redis.sh", "start"),
-        down_seconds=DOWN_SECONDS,
-        recovery_seconds=RECOVERY_SECONDS,
     )
-    assert_general(record, restarted=set(), recovery_seconds=RECOVERY_SECONDS)
+    assert_general(record, restarted=set())
     errors = await metric_sum(ratelimits, "rate_limit_backend_errors_total")
     assert errors > errors_before, "the ratelimit service never noticed Redis was away"
     if RateLimitSettings().effective_fail_mode == "open":
@@ -105,10 +98,8 @@ async def test_postgres_outage_answers_503_and_loses_no_audit_event(
         traffic,
         stop=script("postgres.sh", "stop"),
         start=script("postgres.sh", "start"),
-        down_seconds=DOWN_SECONDS,
-        recovery_seconds=RECOVERY_SECONDS,
     )
-    assert_general(record, restarted=set(), recovery_seconds=RECOVERY_SECONDS)
+    assert_general(record, restarted=set())
     # The database being away is told to clients as the authors service unavailable.
     assert record.count(refused_by("authors")) > 0
 
@@ -125,11 +116,9 @@ async def test_keycloak_outage_keeps_issued_tokens_working(
         traffic,
         stop=lambda: stack.stop("keycloak"),
         start=lambda: stack.start("keycloak"),
-        down_seconds=DOWN_SECONDS,
-        recovery_seconds=RECOVERY_SECONDS,
         while_down=identity_is_down,
     )
-    assert_general(record, restarted={"keycloak"}, recovery_seconds=RECOVERY_SECONDS)
+    assert_general(record, restarted={"keycloak"})
     # Tokens are verified against cached keys: nothing the traffic asked for failed.
     failed = [o.describe() for o in record.during if o.server_error]
     assert not failed, f"requests failed while only Keycloak was away: {failed[:5]}"
@@ -165,11 +154,9 @@ async def test_grpc_service_outage_is_contained(
         traffic,
         stop=lambda: stack.stop(service),
         start=lambda: stack.start(service),
-        down_seconds=DOWN_SECONDS,
-        recovery_seconds=RECOVERY_SECONDS,
     )
     restarted = set(replicas(record.pids_before, service))
-    assert_general(record, restarted=restarted, recovery_seconds=RECOVERY_SECONDS)
+    assert_general(record, restarted=restarted)
     # Requests needing the service get a prompt 503 naming it...
     assert record.count(lambda o: affected(o) and refused_by(service)(o)) > 0
     # ...and the rest of the API does not notice (audit events wait in the gateway).
@@ -189,11 +176,9 @@ async def test_ratelimit_outage_follows_the_gateway_fail_mode(
         traffic,
         stop=lambda: stack.stop("ratelimit"),
         start=lambda: stack.start("ratelimit"),
-        down_seconds=DOWN_SECONDS,
-        recovery_seconds=RECOVERY_SECONDS,
     )
     restarted = set(replicas(record.pids_before, "ratelimit"))
-    assert_general(record, restarted=restarted, recovery_seconds=RECOVERY_SECONDS)
+    assert_general(record, restarted=restarted)
     after = await metric_sum(gateways, unreachable)
     assert after > before, "the gateway never decided without the ratelimit service"
     if GatewaySettings().rate_limit_fails_open:
@@ -229,13 +214,11 @@ async def test_gateway_replica_outage_is_invisible_to_clients(
         traffic,
         stop=lambda: stack.stop(victim),
         start=lambda: stack.start(victim),
-        down_seconds=DOWN_SECONDS,
-        recovery_seconds=RECOVERY_SECONDS,
         while_down=victim_is_down,
         # Back in Traefik's rotation: the restarted replica answers requests again.
         back=served_requests,
     )
-    assert_general(record, restarted={victim}, recovery_seconds=RECOVERY_SECONDS)
+    assert_general(record, restarted={victim})
     # The other replica answers everything: no request fails, sockets reconnect.
     failed = [o.describe() for o in record.outcomes if o.channel == "http" and not healthy(o)]
     assert not failed, f"HTTP requests failed while one replica was away: {failed[:5]}"
