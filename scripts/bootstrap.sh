@@ -10,4 +10,5 @@ uv sync --frozen --quiet
 bash scripts/install-traefik.sh >/dev/null
 bash scripts/install-keycloak.sh >/dev/null
 bash scripts/install-buf.sh >/dev/null
+bash scripts/install-ghz.sh >/dev/null
 log "ready"
