@@ -31,12 +31,17 @@ def percentile(samples: Sequence[float], q: float) -> float:
 
 @dataclass
 class Measurement:
-    """Throughput and latency of one workload."""
+    """Throughput and latency of one workload.
+
+    `calls` and `latencies_ms` count answered calls only; failed ones are counted in
+    `errors` (by reason), so that a run with errors says so in its result.
+    """
 
     name: str
     calls: int
     seconds: float
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -54,6 +59,7 @@ class Measurement:
             "mean_ms": round(statistics.fmean(lat), 3) if lat else None,
             # Latency at each percentile 1..99, for the distribution plots.
             "percentiles_ms": [round(percentile(lat, q), 3) for q in range(1, 100)] if lat else [],
+            "errors": self.errors,
         }
 
 
