@@ -114,6 +114,17 @@ def _run_section(runs: Sequence[Run], started: float, total: float) -> list[str]
     return [*lines, ""]
 
 
+def _failed(errors: dict[str, int] | None) -> str:
+    """How many calls failed and why (the commonest reasons), for a table cell."""
+    if errors is None:
+        return "not recorded"
+    if not errors:
+        return "none"
+    reasons = sorted(errors.items(), key=lambda item: -item[1])[:3]
+    why = "; ".join(f"{n} x {reason}".replace("|", "\\|") for reason, n in reasons)
+    return f"**{sum(errors.values())}**: {why}"
+
+
 def summary_markdown(
     runs: Sequence[Run] = (), started: float | None = None, total: float = 0.0
 ) -> str:
@@ -150,9 +161,16 @@ def summary_markdown(
                 f"| {f['name']} | {f['value']:.4g} {f['unit']} | {f['baseline']} | "
                 f"{f['baseline_value']:.4g} | {f['target']} | {'yes' if f['met'] else 'NO'} |"
             )
-        lines += ["", "| workload | calls/s | p50 ms | p99 ms |", "| --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "| workload | calls/s | p50 ms | p99 ms | failed calls |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for w in result["measurements"]:
-            lines.append(f"| {w['name']} | {w['per_second']} | {w['p50_ms']} | {w['p99_ms']} |")
+            lines.append(
+                f"| {w['name']} | {w['per_second']} | {w['p50_ms']} | {w['p99_ms']} | "
+                f"{_failed(w.get('errors'))} |"
+            )
         lines.append("")
         for plot in sorted(RESULTS.glob(f"{path.stem}-*.png")):
             lines += [f"![{plot.stem}]({plot.name})", ""]

@@ -13,23 +13,20 @@ Run: `uv run python -m benchmarks audit`.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.common import Figure, Measurement, write_result
+from benchmarks.processes import grpc_serving, python_module
 from gatehouse_audit.events import COLUMNS, to_rows, to_timestamp
 from gatehouse_audit.migrate import upgrade
 from gatehouse_audit.settings import Settings
 from gatehouse_kit.audit_client import AuditClient
 from gatehouse_kit.audit_metrics import AuditCounts
-from gatehouse_kit.grpc_client import open_channel
 from gatehouse_kit.redaction import request_data_json
 from gatehouse_protos.audit.v1 import audit_pb2
 from tests.harness.backends import postgres_backend
@@ -82,22 +79,14 @@ async def _raw_copy(url: str, rows: list[Any], batch_size: int) -> float:
 
 async def _end_to_end(url: str, events: list[audit_pb2.AuditEvent]) -> tuple[float, AuditCounts]:
     grpc_port = free_port()
+    target = f"127.0.0.1:{grpc_port}"
     env = {
-        **os.environ,
         "AUDIT_DATABASE_URL": url,
         "AUDIT_GRPC_PORT": str(grpc_port),
         "AUDIT_METRICS_PORT": str(free_port()),
         "AUDIT_QUEUE_CAPACITY": str(CAPACITY),
-        "LOG_LEVEL": "WARNING",
     }
-    service = await asyncio.create_subprocess_exec(sys.executable, "-m", "gatehouse_audit", env=env)
-    target = f"127.0.0.1:{grpc_port}"
-    try:
-        channel = open_channel(target, "audit")
-        await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=30, wait_for_ready=True
-        )
-        await channel.close()
+    async with python_module("gatehouse_audit", env, grpc_serving(target)):
         counts = AuditCounts()
         client = AuditClient(target, capacity=CAPACITY, batch_size=1000, counts=counts)
         await client.start()
@@ -108,9 +97,6 @@ async def _end_to_end(url: str, events: list[audit_pb2.AuditEvent]) -> tuple[flo
             await asyncio.sleep(0)  # let the sender run, as a busy gateway's loop would
         await client.close(timeout=120)
         return time.perf_counter() - started, counts
-    finally:
-        service.terminate()
-        await asyncio.wait_for(service.wait(), 60)
 
 
 async def run() -> dict[str, Any]:

@@ -27,12 +27,10 @@ Run: `uv run python -m benchmarks gateway`.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -42,28 +40,17 @@ import yaml
 from fastapi import FastAPI
 
 from benchmarks.common import Figure, Measurement, measure, write_result
+from benchmarks.processes import REPO, child, grpc_serving, http_answers, python_module, traefik
 from tests.harness.private import PrivateRedis, free_port
 from tests.harness.stack import local_stack
 
-REPO = Path(__file__).resolve().parents[1]
 BUDGET_SECONDS = 120.0
 CONCURRENCY = 16
 DURATION = 10.0
 WARMUP = 2.0
 TARGET_SHARE = 0.35
 LIMIT_FACTOR = 1000
-START_WITHIN_SECONDS = 60.0
 
-STATIC = """\
-entryPoints:
-  web:
-    address: "127.0.0.1:{port}"
-providers:
-  file:
-    filename: "{dynamic}"
-log:
-  level: ERROR
-"""
 DYNAMIC = """\
 http:
   routers:
@@ -123,50 +110,6 @@ def raised_limits(rules: dict[str, Any]) -> dict[str, Any]:
     return rules
 
 
-@asynccontextmanager
-async def process(
-    args: list[str], env: dict[str, str], url: str, what: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A child process, once `url` answers; terminated on exit."""
-    child = await asyncio.create_subprocess_exec(
-        *args,
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        async with httpx.AsyncClient(timeout=1) as client, asyncio.timeout(START_WITHIN_SECONDS):
-            while True:
-                if child.returncode is not None:
-                    raise RuntimeError(f"{what} exited with {child.returncode}")
-                try:
-                    if (await client.get(url)).status_code < 500:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        yield child
-    finally:
-        if child.returncode is None:
-            child.terminate()
-            await child.wait()
-
-
-async def _until_grpc_port(port: int, child: asyncio.subprocess.Process) -> None:
-    """Wait until something listens on `port` (the ratelimit service's gRPC)."""
-    async with asyncio.timeout(START_WITHIN_SECONDS):
-        while True:
-            if child.returncode is not None:
-                raise RuntimeError(f"ratelimit exited with {child.returncode}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.1)
-
-
 async def run() -> dict[str, Any]:
     """Measure both routes through one Traefik and write results/gateway.json."""
     await asyncio.to_thread(
@@ -178,15 +121,6 @@ async def run() -> dict[str, Any]:
     )
     platform = local_stack(native=True)
     token = await asyncio.to_thread(platform.token, "admin")
-    installed = await asyncio.to_thread(
-        subprocess.run,
-        ["bash", str(REPO / "scripts" / "install-traefik.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    traefik_bin = installed.stdout.strip().splitlines()[-1]
     ports = {name: free_port() for name in ("web", "gateway", "trivial", "rl", "rl_m", "gw_m")}
     redis = PrivateRedis()
     redis.start()
@@ -196,42 +130,38 @@ async def run() -> dict[str, Any]:
         rules = workdir / "rules.yaml"
         shipped = yaml.safe_load((REPO / "deploy/ratelimit/rules.yaml").read_text())
         rules.write_text(yaml.safe_dump(raised_limits(shipped)))
-        ratelimit = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gatehouse_ratelimit",
-            env={
-                **os.environ,
-                "RATELIMIT_GRPC_PORT": str(ports["rl"]),
-                "RATELIMIT_METRICS_PORT": str(ports["rl_m"]),
-                "RATELIMIT_REDIS_URL": redis.url,
-                "RATELIMIT_RULES_PATH": str(rules),
-            },
-            cwd=REPO,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+        ratelimit_env = {
+            "RATELIMIT_GRPC_PORT": str(ports["rl"]),
+            "RATELIMIT_METRICS_PORT": str(ports["rl_m"]),
+            "RATELIMIT_REDIS_URL": redis.url,
+            "RATELIMIT_RULES_PATH": str(rules),
+        }
+        ratelimit_ready = grpc_serving(f"127.0.0.1:{ports['rl']}")
+        await stack.enter_async_context(
+            python_module("gatehouse_ratelimit", ratelimit_env, ratelimit_ready)
         )
-        stack.push_async_callback(_stop, ratelimit)
-        await _until_grpc_port(ports["rl"], ratelimit)
         gateway_env = {
             "GATEWAY_HTTP_PORT": str(ports["gateway"]),
             "GATEWAY_METRICS_PORT": str(ports["gw_m"]),
             "GATEWAY_RATELIMIT_TARGET": f"127.0.0.1:{ports['rl']}",
             "GATEWAY_RATELIMIT_AUTHORITY": "",
         }
-        gateway_url = f"http://127.0.0.1:{ports['gateway']}/health/ready"
-        gateway = [sys.executable, "-m", "gatehouse_gateway"]
-        await stack.enter_async_context(process(gateway, gateway_env, gateway_url, "gateway"))
+        gateway_ready = http_answers(f"http://127.0.0.1:{ports['gateway']}/health/ready")
+        await stack.enter_async_context(
+            python_module("gatehouse_gateway", gateway_env, gateway_ready)
+        )
         trivial = [sys.executable, "-m", "benchmarks.bench_gateway", str(ports["trivial"])]
-        trivial_url = f"http://127.0.0.1:{ports['trivial']}/trivial/1"
-        await stack.enter_async_context(process(trivial, {}, trivial_url, "trivial app"))
-        dynamic = workdir / "dynamic.yml"
-        dynamic.write_text(DYNAMIC.format(gateway=ports["gateway"], trivial=ports["trivial"]))
-        static = workdir / "traefik.yml"
-        static.write_text(STATIC.format(port=ports["web"], dynamic=dynamic))
+        trivial_ready = http_answers(f"http://127.0.0.1:{ports['trivial']}/trivial/1")
+        await stack.enter_async_context(child(trivial, probe=trivial_ready, what="trivial app"))
         web = f"http://127.0.0.1:{ports['web']}"
         await stack.enter_async_context(
-            process([traefik_bin, f"--configFile={static}"], {}, f"{web}/trivial/1", "traefik")
+            traefik(
+                workdir,
+                entrypoint="web",
+                port=ports["web"],
+                dynamic=DYNAMIC.format(gateway=ports["gateway"], trivial=ports["trivial"]),
+                probe=http_answers(f"{web}/trivial/1"),
+            )
         )
         measurements = await _measure(web, token)
     full, baseline = measurements
@@ -255,12 +185,6 @@ async def run() -> dict[str, Any]:
     )
     print(f"full path {full.rate:.0f}/s, trivial {baseline.rate:.0f}/s: {share:.0%}")
     return result
-
-
-async def _stop(child: asyncio.subprocess.Process) -> None:
-    if child.returncode is None:
-        child.terminate()
-        await child.wait()
 
 
 async def _measure(web: str, token: str) -> list[Measurement]:

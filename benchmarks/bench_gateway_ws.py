@@ -31,8 +31,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 
 from benchmarks.common import Figure, Measurement, percentile, write_result
+from benchmarks.processes import child, port_open, python_module
 from gatehouse_authors import migrate
 from tests.harness.backends import NATIVE_POSTGRES_URL, NATIVE_REDIS_URL
 from tests.harness.databases import create_database, drop_database
@@ -133,42 +132,6 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-async def _wait_port(port: int, process: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.returncode is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise TimeoutError(f"port {port} did not open")
-
-
-@asynccontextmanager
-async def _process(
-    argv: list[str], env: dict[str, str], port: int
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    process = await asyncio.create_subprocess_exec(
-        *argv, env={**os.environ, "LOG_LEVEL": "WARNING", **env}, stdout=asyncio.subprocess.DEVNULL
-    )
-    try:
-        await _wait_port(port, process)
-        yield process
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 15)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 class _IdleClient(asyncio.Protocol):
@@ -346,11 +309,10 @@ async def run() -> dict[str, Any]:
     rules = workdir / "rules.yaml"
     rules.write_text(RULES)
     ports = {name: free_port() for name in ("authors", "ratelimit", "gateway", "echo")}
-    py = sys.executable
     try:
         async with (
-            _process(
-                [py, "-m", "gatehouse_authors"],
+            python_module(
+                "gatehouse_authors",
                 {
                     "AUTHORS_DATABASE_URL": database,
                     "AUTHORS_REDIS_URL": NATIVE_REDIS_URL,
@@ -358,10 +320,10 @@ async def run() -> dict[str, Any]:
                     "AUTHORS_METRICS_PORT": str(free_port()),
                     "AUTHORS_MIGRATE_ON_START": "false",
                 },
-                ports["authors"],
+                port_open(ports["authors"]),
             ),
-            _process(
-                [py, "-m", "gatehouse_ratelimit"],
+            python_module(
+                "gatehouse_ratelimit",
                 {
                     "RATELIMIT_GRPC_PORT": str(ports["ratelimit"]),
                     "RATELIMIT_METRICS_PORT": str(free_port()),
@@ -369,10 +331,10 @@ async def run() -> dict[str, Any]:
                     "RATELIMIT_RULES_PATH": str(rules),
                     "RATELIMIT_KEY_PREFIX": f"bench-ws-{uuid.uuid4().hex[:6]}:",
                 },
-                ports["ratelimit"],
+                port_open(ports["ratelimit"]),
             ),
-            _process(
-                [py, "-m", "gatehouse_gateway"],
+            python_module(
+                "gatehouse_gateway",
                 {
                     "GATEWAY_HTTP_PORT": str(ports["gateway"]),
                     "GATEWAY_METRICS_PORT": str(free_port()),
@@ -388,11 +350,11 @@ async def run() -> dict[str, Any]:
                     "GATEWAY_REDIS_URL": NATIVE_REDIS_URL,
                     "GATEWAY_AUTHORS_EVENTS_CHANNEL": f"bench:ws:{uuid.uuid4().hex}",
                 },
-                ports["gateway"],
+                port_open(ports["gateway"]),
             ) as gateway,
-            _process(
+            child(
                 [
-                    py,
+                    sys.executable,
                     "-m",
                     "uvicorn",
                     "benchmarks.bench_gateway_ws:echo_app",
@@ -401,8 +363,8 @@ async def run() -> dict[str, Any]:
                     "--log-level",
                     "warning",
                 ],
-                {},
-                ports["echo"],
+                probe=port_open(ports["echo"]),
+                what="echo app",
             ) as echo,
         ):
             tokens = [issuer.token(f"bench-user-{i}") for i in range(USERS)]
