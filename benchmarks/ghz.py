@@ -4,7 +4,7 @@ Why not a Python grpc client in the benchmark process: on this 2-core machine su
 client spends about as much CPU per call as the Python server it measures, the two
 compete for the same cores, and the client's cost is charged to the service. ghz
 (pinned and cached by scripts/install-ghz.sh) sends the same calls from compiled code
-on one thread, at well under half of the server's CPU per call (measured against the
+on one core, at well under half of the server's CPU per call (measured against the
 constant-reply server of bench_ratelimit), so a figure is the service's rather than
 the client's. The requests are a list of plain messages that ghz parses once and sends
 in turn, not a call template, which ghz would render and parse again for every call.
