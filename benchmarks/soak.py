@@ -9,8 +9,9 @@ the native one started by scripts/run.sh), sends the chaos suite's mixed traffic
 and every few seconds samples each supervisord program's process tree: resident memory
 (VmRSS in /proc/<pid>/status) and open file descriptors (/proc/<pid>/fd).
 
-After a warm-up (caches, pools and JIT fill up first), a least-squares line through each
-series gives its trend. A series grows when the line rises over the window by more than
+The warm-up (a fifth of the run, at most two minutes) starts with a burst of concurrent
+reads, so that every connection pool reaches its working size, and lets caches fill.
+After it, a least-squares line through each series gives its trend. A series grows when the line rises over the window by more than
 its noise threshold: the larger of twice the residuals' standard deviation and a floor
 (2 % of the mean RSS but at least 2 MiB; 4 descriptors). The soak fails on any growing
 series, and on any 5xx or unanswered request of the traffic.
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import matplotlib
 
 matplotlib.use("Agg")
@@ -44,6 +46,15 @@ from tests.harness.stack import Stack, running_stack
 SAMPLE_SECONDS = 5.0
 # Tokens live 300 s (deploy/keycloak); a fresh one well before that.
 TOKEN_REFRESH_SECONDS = 120.0
+# Warm-up burst: enough concurrent reads for every replica's database pool (10 kept
+# connections each, services/authors settings) through both gateways.
+BURST_PATHS = ("/authors/paginated", "/audit-logs")
+BURST_CONCURRENCY = 30
+BURST_ROUNDS = 3
+# Programs whose memory grows by design over a run this short, reported but not judged:
+# Prometheus keeps every new sample in its in-memory head block until the block is cut
+# (every two hours).
+GROWS_BY_DESIGN = {"prometheus": "TSDB head block, cut every 2 h"}
 RSS_FLOOR_FRACTION = 0.02
 RSS_FLOOR_KIB = 2048.0
 FD_FLOOR = 4.0
@@ -149,6 +160,21 @@ def after_warmup(series: Series, warmup: float) -> tuple[list[float], list[float
     )
 
 
+async def fill_pools(web_url: str, token: str, client_ip: str) -> None:
+    """Concurrent reads at the start of the warm-up, up to every pool's working size.
+
+    Connection pools open connections lazily and keep them: without this, a burst later
+    in the run grows a pool (more descriptors, more memory) once, which is a step, not a
+    leak, but would look like a trend.
+    """
+    headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": client_ip}
+    async with httpx.AsyncClient(base_url=web_url, headers=headers, timeout=30) as client:
+        for _ in range(BURST_ROUNDS):
+            await asyncio.gather(
+                *(client.get(path) for path in BURST_PATHS for _ in range(BURST_CONCURRENCY))
+            )
+
+
 async def soak(stack: Stack, minutes: float, sample_seconds: float) -> dict[str, Any]:
     """Run the traffic for `minutes`, sampling every program; return what was seen."""
     programs = supervised(stack)
@@ -160,6 +186,7 @@ async def soak(stack: Stack, minutes: float, sample_seconds: float) -> dict[str,
     started = time.monotonic()
     duration = minutes * 60
     await traffic.start()
+    await fill_pools(stack.web_url, token, traffic.client_ip)
     refreshed = started
     try:
         while (now := time.monotonic()) - started < duration:
@@ -200,6 +227,8 @@ def report(
         memory = trend(xs, rss, max(RSS_FLOOR_KIB, RSS_FLOOR_FRACTION * mean_rss))
         descriptors = trend(xs, fds, FD_FLOOR)
         trends[name] = {"rss_kib": memory.__dict__, "fds": descriptors.__dict__}
+        expected = GROWS_BY_DESIGN.get(name)
+        target = f"rise over the window <= noise ({memory.threshold / 1024:.1f} MiB)"
         figures.append(
             Figure(
                 f"{name} RSS trend",
@@ -207,8 +236,8 @@ def report(
                 "MiB/h",
                 "mean RSS (MiB)",
                 mean_rss / 1024,
-                f"rise over the window <= noise ({memory.threshold / 1024:.1f} MiB)",
-                not memory.grows,
+                f"not judged: {expected}" if expected else target,
+                not memory.grows or expected is not None,
             )
         )
         figures.append(
@@ -309,13 +338,15 @@ def _markdown(result: dict[str, Any], trends: dict[str, dict[str, Any]]) -> str:
     ]
     for name, t in trends.items():
         r, f = t["rss_kib"], t["fds"]
-        grows = r["rise"] > r["threshold"] or f["rise"] > f["threshold"]
+        grows = "YES" if r["rise"] > r["threshold"] or f["rise"] > f["threshold"] else "no"
+        if name in GROWS_BY_DESIGN:
+            grows += f" (not judged: {GROWS_BY_DESIGN[name]})"
         lines.append(
             f"| {name} | {r['first'] / 1024:.1f} → {r['last'] / 1024:.1f} | "
             f"{r['slope_per_hour'] / 1024:+.2f} | {r['rise'] / 1024:+.2f} / "
             f"{r['threshold'] / 1024:.2f} | {f['first']:.0f} → {f['last']:.0f} | "
             f"{f['slope_per_hour']:+.1f} | {f['rise']:+.1f} / {f['threshold']:.1f} | "
-            f"{'YES' if grows else 'no'} |"
+            f"{grows} |"
         )
     lines += [
         "",
