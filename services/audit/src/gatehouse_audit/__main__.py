@@ -11,6 +11,7 @@ from gatehouse_audit.migrate import upgrade
 from gatehouse_audit.settings import Settings
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
+from gatehouse_kit.runtime import run
 
 
 async def _serve(settings: Settings) -> None:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         upgrade(settings.database_url)
     else:
-        asyncio.run(_serve(settings))
+        run(_serve(settings))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ python -m gatehouse_authors migrate downgrade -1 one revision down (`base`: ever
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import structlog
 
@@ -17,6 +16,7 @@ from gatehouse_authors.app import build_app
 from gatehouse_authors.settings import Settings
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
+from gatehouse_kit.runtime import run
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +54,7 @@ def main() -> None:
         return
     if settings.migrates_on_start:
         migrate.upgrade(settings.database_url)
-    asyncio.run(_serve(settings))
+    run(_serve(settings))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import grpc
 import structlog
-import uvloop
 
 from gatehouse_kit.grpc_server import GrpcService
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
+from gatehouse_kit.runtime import run
 from gatehouse_protos.ratelimit.v1 import ratelimit_pb2_grpc
 from gatehouse_ratelimit.leases import ConnectionLeases
 from gatehouse_ratelimit.limiter import RateLimiter
@@ -105,9 +105,7 @@ def main() -> None:
     """Serve with settings from the environment until SIGTERM or SIGINT."""
     settings = Settings()
     configure_logging("ratelimit", settings.log_level, settings.log_json)
-    # uvloop: a cheaper event loop under the many small awaits of a decision.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(settings))
+    run(_serve(settings))
 
 
 if __name__ == "__main__":
