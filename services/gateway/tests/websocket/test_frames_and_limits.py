@@ -33,8 +33,21 @@ REQ_ID = "7f1c7a52-3f4e-4f0e-9a55-0c1d2e3f4a5b"
             "data must be an object",
         ),
         (b"\x00\x01binary", None, "format=json expects text frames"),
+        (
+            json.dumps({"type": "subscribe", "pkg_id": 10, "req_id": REQ_ID}),
+            REQ_ID,
+            "unknown frame type",
+        ),
     ],
-    ids=["bad-json", "not-object", "unknown-pkg", "bad-req-id", "data-not-object", "binary"],
+    ids=[
+        "bad-json",
+        "not-object",
+        "unknown-pkg",
+        "bad-req-id",
+        "data-not-object",
+        "binary",
+        "unknown-type",
+    ],
 )
 async def test_malformed_frame_gets_invalid_data_and_socket_stays_open(
     gateway: Any, issuer: Any, ws: Any, frame: str | bytes, req_id: str | None, msg: str

@@ -90,7 +90,11 @@ def _control(obj: dict[str, Any]) -> AuthFrame | None:
     if "type" not in obj:
         return None
     if obj["type"] != "auth":
-        raise MalformedFrame("unknown frame type")
+        raise MalformedFrame(
+            "unknown frame type",
+            req_id=_readable_req_id(obj.get("req_id")),
+            pkg_id=_readable_pkg_id(obj.get("pkg_id")),
+        )
     return AuthFrame(_bearer(obj.get("token")))
 
 
@@ -98,10 +102,14 @@ def _readable_req_id(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _readable_pkg_id(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _request(pkg_id: object, req_id: object, method: object, data: object) -> Request:
     """Check the envelope fields; the error carries whatever ids could be read."""
     readable_id = _readable_req_id(req_id)
-    readable_pkg = pkg_id if isinstance(pkg_id, int) and not isinstance(pkg_id, bool) else 0
+    readable_pkg = _readable_pkg_id(pkg_id)
     if readable_pkg not in REQUEST_PKG_IDS:
         raise MalformedFrame("unknown pkg_id", req_id=readable_id, pkg_id=readable_pkg)
     try:
