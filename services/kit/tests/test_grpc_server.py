@@ -168,3 +168,21 @@ async def test_graceful_shutdown_finishes_in_flight_and_refuses_new(served: Serv
     reply = await in_flight
     assert reply.name == "Ada"
     await stopping
+
+
+async def test_undecodable_request_bytes_are_invalid_argument(served: Served) -> None:
+    _, _, channel = served
+    raw = channel.unary_unary(
+        f"/{SERVICE}/GetAuthor",
+        request_serializer=lambda data: data,
+        response_deserializer=lambda data: data,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as garbage:
+        await raw(b"\xff\xff\xff\xff", timeout=2)
+    assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert garbage.value.details() == "request is not a valid message of this method"
+    # The server carries on with well-formed calls.
+    reply = await authors_pb2_grpc.AuthorsServiceStub(channel).GetAuthor(
+        authors_pb2.GetAuthorRequest(id=5), timeout=2
+    )
+    assert reply.id == 5

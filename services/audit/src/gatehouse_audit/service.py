@@ -41,12 +41,17 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request_iterator: AsyncIterator[audit_pb2.IngestBatch], context: Context
     ) -> AsyncIterator[audit_pb2.IngestAck]:
         """Acks in the order batches arrived; ends once shutdown began and all are answered."""
-        pending: asyncio.Queue[Awaitable[audit_pb2.IngestAck] | None] = asyncio.Queue()
+        pending: asyncio.Queue[Awaitable[audit_pb2.IngestAck] | ServiceError | None] = (
+            asyncio.Queue()
+        )
 
         async def read() -> None:
             try:
                 async for batch in request_iterator:
                     await pending.put(await self._admit(batch))
+            except ServiceError as error:
+                # A bad message ends the stream with its status, after the earlier acks.
+                await pending.put(error)
             finally:
                 await pending.put(None)
 
@@ -64,6 +69,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 item = getter.result()
                 if item is None:
                     return
+                if isinstance(item, ServiceError):
+                    raise item
                 yield await item
         finally:
             reader.cancel()

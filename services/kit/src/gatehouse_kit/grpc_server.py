@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 
-from gatehouse_kit.errors import ServiceError
+from gatehouse_kit.errors import InvalidArgument, ServiceError
 from gatehouse_kit.logging import request_id_var, sane_request_id
 
 log = structlog.get_logger(__name__)
@@ -54,6 +54,41 @@ async def _abort_for(error: BaseException, context: Context) -> None:
         await context.abort_with_status(rpc_status.to_status(error.to_status()))
     log.error("unhandled error in grpc handler", exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+class _Undecodable:
+    """What the request deserializer yields for bytes that are not a valid message."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Wrap a deserializer so that bad bytes reach the handler's wrapper as a marker:
+    gRPC would otherwise answer UNKNOWN with the exception's text."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _undecodable() -> InvalidArgument:
+    return InvalidArgument("request is not a valid message of this method")
+
+
+async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if request is _UNDECODABLE:
+            raise _undecodable()
+        yield request
 
 
 def _request_id(context: Context) -> str:
@@ -125,8 +160,14 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary or handler.stream_unary:
             inner: Any = handler.unary_unary or handler.stream_unary
 
+            streamed_requests = handler.stream_unary is not None
+
             async def behaviour(request: Any, context: Context) -> Any:
                 async with observed(context):
+                    if streamed_requests:
+                        request = _decoded(request)
+                    elif request is _UNDECODABLE:
+                        raise _undecodable()
                     remaining = context.time_remaining()
                     if remaining is None:
                         return await inner(request, context)
@@ -142,9 +183,14 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
             )
         else:
             inner = handler.unary_stream or handler.stream_stream
+            streamed_requests = handler.stream_stream is not None
 
             async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:  # type: ignore[misc]
                 async with observed(context):
+                    if streamed_requests:
+                        request = _decoded(request)
+                    elif request is _UNDECODABLE:
+                        raise _undecodable()
                     async for item in inner(request, context):
                         yield item
 
@@ -156,7 +202,7 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
 
         wrapped: MethodHandler = factory(
             behaviour,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         return wrapped
