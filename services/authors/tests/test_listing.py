@@ -197,6 +197,10 @@ async def test_bad_and_tampered_cursors_are_invalid_arguments(
                 ("offset.per_page", "must be between 1 and 1000"),
             ],
         ),
+        (
+            page_pb.OffsetPage(page=43_643_156, per_page=933),
+            [("offset.page", "skips more than 2147483647 rows")],
+        ),
         (page_pb.CursorPage(per_page=-1), [("cursor.per_page", "must be between 1 and 1000")]),
         (page_pb.CursorPage(per_page=1001), [("cursor.per_page", "must be between 1 and 1000")]),
     ],

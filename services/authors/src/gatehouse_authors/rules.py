@@ -52,12 +52,18 @@ def clean_filter(raw: AuthorFilter) -> AuthorFilter:
     return AuthorFilter(id=raw.id, name=name, search=raw.search)
 
 
+# The row offset a page may start at (PostgreSQL's OFFSET as a 32-bit bind parameter).
+MAX_OFFSET = 2**31 - 1
+
+
 def check_page(page: OffsetPage | CursorPage) -> None:
     """`InvalidArgument` unless the page number is positive and per_page is 1..1000."""
     prefix = "offset" if isinstance(page, OffsetPage) else "cursor"
     violations: list[tuple[str, str]] = []
     if isinstance(page, OffsetPage) and page.page < 1:
         violations.append(("offset.page", "must be at least 1"))
+    elif isinstance(page, OffsetPage) and (page.page - 1) * max(page.per_page, 1) > MAX_OFFSET:
+        violations.append(("offset.page", f"skips more than {MAX_OFFSET} rows"))
     if not 1 <= page.per_page <= PER_PAGE_MAX:
         violations.append((f"{prefix}.per_page", f"must be between 1 and {PER_PAGE_MAX}"))
     if violations:
