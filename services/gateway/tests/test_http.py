@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -195,6 +196,65 @@ async def test_invalid_query_parameters_get_400_validation_error(
     error = response.json()["error"]
     assert error["code"] == "validation_error"
     assert error["details"][0]["field"] == "per_page"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "plain {u}",
+        "  padded {u}  ",
+        "ünïcode {u} 名前",
+        "tab\tinside {u}",
+        "newline\n{u}",
+        "nul {u}\x00",
+        "delete {u}\x7f",
+        "c1 \x85 control {u}",
+        " ",
+        "\u00a0",
+    ],
+)
+async def test_an_author_name_is_accepted_exactly_when_the_documented_schema_allows_it(
+    gateway: httpx.AsyncClient, realm: Realm, template: str
+) -> None:
+    document = (await gateway.get("/openapi.json")).json()
+    schema = document["components"]["schemas"]["AuthorIn"]["properties"]["name"]
+    name = template.format(u=uuid.uuid4().hex)
+    documented_valid = (
+        schema["minLength"] <= len(name) <= schema["maxLength"]
+        and re.search(schema["pattern"], name) is not None
+    )
+    response = await gateway.post("/authors", json={"name": name}, headers=bearer(realm, "editor"))
+    assert response.status_code == (201 if documented_valid else 400), response.text
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "1700000000", "1700000000.5", "yesterday", "2026-13-01", "2026-11-27T25:00"]
+)
+@pytest.mark.parametrize("param", ["start_date", "end_date"])
+async def test_audit_date_filters_take_only_iso_8601(
+    gateway: httpx.AsyncClient, realm: Realm, param: str, value: str
+) -> None:
+    response = await gateway.get(
+        "/audit-logs", params={param: value}, headers=bearer(realm, "auditor")
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert [d["field"] for d in error["details"]] == [param]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-11-27", "2026-11-27T01:02:03", "2026-11-27T01:02:03.5+02:00", "2026-11-27T01:02Z"],
+)
+async def test_audit_date_filters_accept_iso_8601_dates_and_times(
+    gateway: httpx.AsyncClient, realm: Realm, value: str
+) -> None:
+    for path in ("/audit-logs", "/audit-logs/user/sub-viewer"):
+        response = await gateway.get(
+            path, params={"start_date": value, "end_date": value}, headers=bearer(realm, "auditor")
+        )
+        assert response.status_code == 200, response.text
 
 
 async def test_pagination_by_page_and_by_cursor(gateway: httpx.AsyncClient, realm: Realm) -> None:

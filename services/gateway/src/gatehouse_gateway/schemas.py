@@ -7,7 +7,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-AuthorName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+# The authors service refuses control characters (Unicode category Cc) and names that
+# are empty after trimming; the documented schema says the same, so that anything valid
+# per /openapi.json is accepted. The patterns read alike in Python, Rust and ECMA regex.
+_CC = r"\x00-\x1f\x7f-\x9f"
+PRINTABLE_PATTERN = rf"^[^{_CC}]*$"
+NAME_PATTERN = rf"^[^{_CC}]*[^\s{_CC}][^{_CC}]*$"
+AuthorName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=NAME_PATTERN),
+    Field(
+        description="1..255 characters after trimming, at least one of them not blank; "
+        "no control characters (Unicode category Cc)."
+    ),
+]
 Outcome = Literal["success", "error", "permission_denied"]
 
 

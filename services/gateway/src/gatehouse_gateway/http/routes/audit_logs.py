@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 
 from gatehouse_gateway import operations
 from gatehouse_gateway.http.dependencies import AuditReader, Context
@@ -23,7 +25,25 @@ Cursor = Annotated[
     str | None, Query(max_length=1024, description="`meta.next_cursor` of the previous page")
 ]
 Text = Annotated[str | None, Query(max_length=255)]
-Date = Annotated[datetime | None, Query(description="ISO 8601; without a zone, UTC")]
+# pydantic alone would also read a number as seconds since the epoch; the contract says
+# ISO 8601, so the value must at least start as a calendar date does.
+_ISO_8601_START = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_8601(value: object) -> object:
+    if isinstance(value, str) and not _ISO_8601_START.match(value):
+        raise ValueError("must be an ISO 8601 date or date and time")
+    return value
+
+
+Date = Annotated[
+    datetime | None,
+    BeforeValidator(_iso_8601),
+    Query(
+        description="ISO 8601 date or date and time (`2026-11-27`, `2026-11-27T08:00:00Z`); "
+        "without a zone, UTC"
+    ),
+]
 
 _PAGE_DOC = {**api_errors(), 200: {"headers": RATE_LIMIT_HEADERS}}
 

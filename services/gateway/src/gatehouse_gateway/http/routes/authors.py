@@ -18,15 +18,22 @@ from gatehouse_gateway.http.dependencies import (
 )
 from gatehouse_gateway.http.responses import RATE_LIMIT_HEADERS, api_errors
 from gatehouse_gateway.operations import MAX_PER_PAGE, AuthorFilter, Pagination
-from gatehouse_gateway.schemas import Author, AuthorIn, AuthorPage
+from gatehouse_gateway.schemas import PRINTABLE_PATTERN, Author, AuthorIn, AuthorPage
 
 router = APIRouter(prefix="/authors", tags=["authors"])
 
 AuthorId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The author's id")]
 IdFilter = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Exact id")]
-NameFilter = Annotated[str | None, Query(max_length=255, description="Exact name")]
+NameFilter = Annotated[
+    str | None, Query(max_length=255, pattern=PRINTABLE_PATTERN, description="Exact name")
+]
 SearchFilter = Annotated[
-    str | None, Query(max_length=255, description="Case-insensitive substring of the name")
+    str | None,
+    Query(
+        max_length=255,
+        pattern=PRINTABLE_PATTERN,
+        description="Case-insensitive substring of the name",
+    ),
 ]
 IfMatch = Annotated[
     str | None,
