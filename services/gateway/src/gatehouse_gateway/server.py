@@ -24,9 +24,29 @@ import uvicorn
 from fastapi import FastAPI
 
 from gatehouse_gateway.context import GatewayContext
+from gatehouse_gateway.settings import Settings
 from gatehouse_gateway.websocket import WebSocketHub
 
 log = structlog.get_logger(__name__)
+
+
+def uvicorn_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
+    """How the gateway process serves `app` (metrics are served apart)."""
+    return uvicorn.Config(
+        app,
+        host=settings.bind_host,
+        port=settings.http_port,
+        log_config=None,
+        # The edge middleware writes one structured line per request.
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        # Above Traefik's idleConnTimeout, so that the proxy is always the side that
+        # closes an idle upstream connection (docs/api.md, Keep-alive).
+        timeout_keep_alive=settings.keep_alive_seconds,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
+        ws_max_size=settings.ws_max_frame_bytes,
+    )
 
 
 class GracefulServer(uvicorn.Server):

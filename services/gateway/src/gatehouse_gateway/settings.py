@@ -79,6 +79,12 @@ class Settings(ServiceSettings):
     # `shutdown_grace_seconds` then bounds closing sockets and in-flight requests.
     shutdown_drain_seconds: float = Field(default=4.0, ge=0)
 
+    # An idle keep-alive connection from Traefik is kept this long. Traefik drops its idle
+    # upstream connections sooner (serversTransport idleConnTimeout, deploy/traefik/traefik.yml),
+    # so it never sends a request on a connection this side is closing: a write sent there
+    # would get a bare 502, as it is not retried.
+    keep_alive_seconds: int = Field(default=75, ge=1)
+
     ws_allowed_origins: CommaList = ("http://localhost:8080", "http://127.0.0.1:8080")
     ws_max_frame_bytes: int = 64 * 1024
     ws_send_queue_size: int = 64
