@@ -191,6 +191,10 @@ class _IdleClient(asyncio.Protocol):
         self._fail(f"connection lost: {exc}")
 
 
+# Points of the RSS-against-sockets curve (benchmarks/plots.py draws it).
+SCALE_STEPS = 5
+
+
 def _upgrade(port: int, token: str | None) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
@@ -206,8 +210,11 @@ def _upgrade(port: int, token: str | None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def _hold_sockets(port: int, tokens: list[str], count: int) -> list[asyncio.Transport]:
-    """Open `count` idle sockets to `port`; every one has seen its auth_ok."""
+async def _hold_sockets(
+    port: int, tokens: list[str], count: int, first: int = 0
+) -> list[asyncio.Transport]:
+    """Open `count` idle sockets to `port` (the `first`-th onwards, for token and source
+    address choice); every one has seen its auth_ok."""
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
     transports: list[asyncio.Transport] = []
@@ -226,7 +233,7 @@ async def _hold_sockets(port: int, tokens: list[str], count: int) -> list[asynci
         assert isinstance(transport, asyncio.Transport)
         transports.append(transport)
 
-    await asyncio.gather(*(one(i) for i in range(count)))
+    await asyncio.gather(*(one(i) for i in range(first, first + count)))
     return transports
 
 
@@ -236,16 +243,25 @@ async def _settled_rss(pid: int) -> int:
     return _rss_kib(pid)
 
 
-async def _idle_memory(pid: int, port: int, tokens: list[str]) -> tuple[float, int, int]:
-    """(KiB per socket, RSS before, RSS holding SOCKETS sockets) of the process `pid`."""
+async def _idle_memory(
+    pid: int, port: int, tokens: list[str]
+) -> tuple[float, int, int, list[list[int]]]:
+    """(KiB per socket, RSS before, RSS holding SOCKETS sockets, [[sockets, RSS KiB]...])
+    of the process `pid`, opening the sockets in SCALE_STEPS steps."""
     # One socket first, so lazily built state (imports, caches) is in the "before" figure.
     warm = await _hold_sockets(port, tokens[:1], 1)
     before = await _settled_rss(pid)
-    transports = await _hold_sockets(port, tokens, SOCKETS)
-    holding = await _settled_rss(pid)
+    series = [[0, before]]
+    transports: list[asyncio.Transport] = []
+    step = max(SOCKETS // SCALE_STEPS, 1)
+    while len(transports) < SOCKETS:
+        count = min(step, SOCKETS - len(transports))
+        transports += await _hold_sockets(port, tokens, count, first=len(transports))
+        series.append([len(transports), await _settled_rss(pid)])
+    holding = series[-1][1]
     for transport in [*transports, *warm]:
         transport.abort()
-    return (holding - before) / SOCKETS, before, holding
+    return (holding - before) / SOCKETS, before, holding, series
 
 
 async def _round_trips(url: str, headers: dict[str, str], frame: Any) -> Measurement:
@@ -368,10 +384,10 @@ async def run() -> dict[str, Any]:
             ) as echo,
         ):
             tokens = [issuer.token(f"bench-user-{i}") for i in range(USERS)]
-            per_socket, gw_before, gw_holding = await _idle_memory(
+            per_socket, gw_before, gw_holding, gw_series = await _idle_memory(
                 gateway.pid, ports["gateway"], tokens
             )
-            echo_per_socket, echo_before, echo_holding = await _idle_memory(
+            echo_per_socket, echo_before, echo_holding, echo_series = await _idle_memory(
                 echo.pid, ports["echo"], []
             )
             headers = {"Authorization": f"Bearer {tokens[0]}"}
@@ -433,6 +449,7 @@ async def run() -> dict[str, Any]:
             "echo_before": echo_before,
             "echo_holding": echo_holding,
         },
+        rss_series={"gateway": gw_series, "bare echo app": echo_series},
         command="uv run python -m benchmarks gateway_ws",
     )
     for figure in figures:
