@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Gatehouse needs on a fresh Debian machine, idempotently:
 # Debian packages, uv and the Python workspace, Traefik (built once and cached)
-# Keycloak (fetched once and cached) and buf (built once and cached). A second run takes seconds.
+# Keycloak (fetched once and cached), buf and ghz (built once and cached). A second run
+# takes seconds.
 source "$(dirname "$0")/lib.sh"
 apt_install postgresql-15 postgresql-contrib redis-server prometheus ca-certificates
 command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --root-user-action=ignore uv

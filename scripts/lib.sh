@@ -13,3 +13,14 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+# Builds a Go command from its module at a pinned version into the cache, once, and prints
+# its path: go_tool NAME PACKAGE VERSION (e.g. go_tool buf github.com/bufbuild/buf/cmd/buf v1.75.0).
+go_tool() {
+  local name=$1 package=$2 version=$3
+  local dir="$GATEHOUSE_CACHE/$name-$version"
+  if [ ! -x "$dir/$name" ]; then
+    log "building $name $version (first run only)"
+    GOBIN="$dir" GOFLAGS=-mod=mod go install "$package@$version" >&2
+  fi
+  echo "$dir/$name"
+}
