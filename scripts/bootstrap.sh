@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Gatehouse needs on a fresh Debian machine, idempotently:
-# Debian packages, uv and the Python workspace, Traefik (built once and cached)
+# Debian packages, uv and the Python workspace, Traefik (built once and cached),
 # Keycloak (fetched once and cached), buf and ghz (built once and cached). A second run
 # takes seconds.
 source "$(dirname "$0")/lib.sh"
