@@ -224,6 +224,8 @@ async def test_every_scrape_balances_received_with_written_dropped_and_queued(
     received, written, dropped, queued = counts.snapshot()
     assert received == 5_000
     assert registry.get_sample_value("audit_queue_capacity") == 3_000
+    # Declared at 0 from the start, every drop reason is a series before its first drop.
+    assert registry.get_sample_value("audit_logs_dropped_total", {"reason": "shutdown"}) == 0
     assert written + dropped.get("buffer_full", 0) == 5_000
     assert queued == 0
     assert len(balanced) > 5

@@ -78,6 +78,7 @@ class AuditBatchWriter:
         self._retry_max = retry_max
         self._counts = counts
         counts.set_capacity(capacity)
+        counts.declare_drop_reasons("write_failed", "shutdown")
         self._queue: deque[_Group] = deque()
         self._queued_rows = 0
         self._in_flight: set[tuple[_Group, ...]] = set()

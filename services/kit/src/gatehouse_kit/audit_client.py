@@ -86,6 +86,7 @@ class AuditClient:
         self._reconnect_max = reconnect_max_seconds
         self._counts = counts
         counts.set_capacity(capacity)
+        counts.declare_drop_reasons("buffer_full", "closed", "rejected", "shutdown")
         self._buffer: deque[audit_pb2.AuditEvent] = deque()
         self._oldest = 0.0
         self._resend: deque[audit_pb2.IngestBatch] = deque()

@@ -45,7 +45,15 @@ class AuditCounts(Collector):
         self._written = 0
         self._queued = 0
         self._dropped: dict[str, int] = {}
+        self._declared: set[str] = set()
         self._capacity = 0
+
+    def declare_drop_reasons(self, *reasons: str) -> None:
+        """Export these reasons at 0 before any drop, so that a restarted process's first
+        drops show as an increase from 0 (a series born above zero hides them from
+        `increase()` when an earlier process left the same value)."""
+        with self._lock:
+            self._declared.update(reasons)
 
     def set_capacity(self, capacity: int) -> None:
         """The queue's bound, exported so that alerts can compare the size against it."""
@@ -92,7 +100,9 @@ class AuditCounts(Collector):
         lost = CounterMetricFamily(
             "audit_logs_dropped", "Audit events given up on, by reason.", labels=["reason"]
         )
-        for reason, count in sorted(dropped.items()):
+        with self._lock:
+            declared = dict.fromkeys(self._declared, 0)
+        for reason, count in sorted((declared | dropped).items()):
             lost.add_metric([reason], count)
         size = GaugeMetricFamily(
             "audit_queue_size", "Audit events received and neither written nor dropped yet."
