@@ -46,6 +46,10 @@ def uvicorn_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
         timeout_keep_alive=settings.keep_alive_seconds,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
         ws_max_size=settings.ws_max_frame_bytes,
+        # Frames are small JSON or protobuf messages: compressing them saves little, and
+        # a negotiated permessage-deflate (every browser offers it) keeps a zlib state
+        # per socket that doubles an idle socket's memory (docs/websocket.md, Frames).
+        ws_per_message_deflate=False,
     )
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
@@ -35,7 +34,7 @@ from gatehouse_authors.app import build_app
 from gatehouse_authors.settings import Settings as AuthorsSettings
 from gatehouse_gateway.app import create_app
 from gatehouse_gateway.context import GatewayContext
-from gatehouse_gateway.server import GracefulServer
+from gatehouse_gateway.server import GracefulServer, uvicorn_config
 from gatehouse_gateway.settings import Settings
 from gatehouse_gateway.websocket.hub import WebSocketHub
 from gatehouse_kit.grpc_server import GrpcService
@@ -257,14 +256,9 @@ def gateway_settings(
 @asynccontextmanager
 async def _serve(settings: Settings) -> AsyncIterator[Gateway]:
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_config=None,
-        lifespan="on",
-        ws_max_size=settings.ws_max_frame_bytes,
-    )
+    # The production server settings, on a free loopback port.
+    config = uvicorn_config(settings, app)
+    config.host, config.port = "127.0.0.1", 0
     server = GracefulServer(config, app)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -68,3 +68,15 @@ async def test_http_and_upgrade_answers_share_their_security_headers(gateway: An
     _, upgrade = await _upgrade(gateway.url, {"X-Request-ID": "same-headers"})
     for name in SECURITY_HEADERS:
         assert http.headers[name] == upgrade[name], name
+
+
+async def test_upgrade_declines_per_message_compression(gateway: Any, issuer: Any) -> None:
+    """Browsers offer permessage-deflate; a zlib state per socket would double an idle
+    socket's memory for little gain on small frames, so the gateway declines it."""
+    headers = {"Authorization": f"Bearer {issuer.token('viewer')}"}
+    async with connect(gateway.url, additional_headers=headers, open_timeout=5) as connection:
+        assert connection.request is not None
+        assert connection.response is not None
+        assert "permessage-deflate" in connection.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in connection.response.headers
+        assert connection.protocol.extensions == []
