@@ -9,13 +9,12 @@ then buffered audit events are flushed. Idle keep-alive connections are kept for
 
 from __future__ import annotations
 
-import asyncio
-
 from gatehouse_gateway.app import create_app
 from gatehouse_gateway.server import GracefulServer, uvicorn_config
 from gatehouse_gateway.settings import Settings
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
+from gatehouse_kit.runtime import run
 
 
 def main() -> None:
@@ -26,7 +25,7 @@ def main() -> None:
     app = create_app(settings)
     config = uvicorn_config(settings, app)
     try:
-        asyncio.run(GracefulServer(config, app).serve())
+        run(GracefulServer(config, app).serve())
     finally:
         metrics.close()
 
