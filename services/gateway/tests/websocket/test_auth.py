@@ -28,6 +28,22 @@ async def test_header_or_first_frame_authenticates(
         assert (reply["status_code"], reply["data"]) == (0, [])
 
 
+async def test_an_authenticated_socket_keeps_no_copy_of_its_header_token(
+    gateway: Any, issuer: Any, ws: Any
+) -> None:
+    user = "5b0c2f4e-0000-4000-8000-00000000f00d"
+    token = issuer.token("viewer", user=user)
+    async with ws(gateway, token, header=True) as client:
+        reply = await client.request(PkgId.GET_AUTHORS, NOBODY)
+        assert reply["status_code"] == 0
+        session = next(s for s in gateway.hub.sessions if s.principal.user_id == user)
+        scope_headers = session.websocket.scope["headers"]
+        assert scope_headers, "the other upgrade headers stay"
+        assert all(name != b"authorization" for name, _ in scope_headers)
+        assert token.encode() not in b"".join(value for _, value in scope_headers)
+        assert session.websocket.headers.get("authorization") is None
+
+
 async def _closed_with(gateway: Any, *frames: str, headers: dict[str, str] | None = None) -> Any:
     async with connect(gateway.url, additional_headers=headers or {}) as connection:
         for frame in frames:

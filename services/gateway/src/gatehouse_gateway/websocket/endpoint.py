@@ -166,6 +166,18 @@ async def _authenticate(websocket: WebSocket, context: GatewayContext) -> Princi
     return await _verify(websocket, context, decoded.token)
 
 
+def _forget_credentials(websocket: WebSocket) -> None:
+    """Drop the verified Authorization header from the socket's ASGI scope.
+
+    A socket may stay open for hours and never needs its upgrade's token again (a
+    refresh comes as a frame); the scope's copy would cost each idle socket the size of
+    the token. uvicorn keeps a parsed copy of the handshake of its own, out of reach.
+    """
+    headers = websocket.scope["headers"]
+    # In place: starlette's Headers of this socket share the list.
+    headers[:] = [(name, value) for name, value in headers if name != b"authorization"]
+
+
 @router.websocket("/web")
 async def web(websocket: WebSocket) -> None:
     """The `/web` WebSocket endpoint (protocol: docs/websocket.md)."""
@@ -208,6 +220,7 @@ async def web(websocket: WebSocket) -> None:
         queue_size=settings.ws_send_queue_size,
         peer=_peer(websocket),
     )
+    _forget_credentials(websocket)
     try:
         lease = await context.rate_limiter.acquire_connection(
             principal.user_id, session.lease_id, rate_limit_tier(principal)
@@ -244,8 +257,7 @@ def _draining() -> ApiError:
 
 async def _serve(session: Session, context: GatewayContext, hub: WebSocketHub) -> None:
     limit = context.settings.ws_max_frame_bytes
-    malformed: collections.deque[float] = collections.deque()
-    dispatcher = _Dispatcher(session, context, hub, malformed)
+    dispatcher = _Dispatcher(session, context, hub)
     while True:
         message = await session.websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -270,12 +282,12 @@ class _Dispatcher:
         session: Session,
         context: GatewayContext,
         hub: WebSocketHub,
-        malformed: collections.deque[float],
     ) -> None:
         self._session = session
         self._context = context
         self._hub = hub
-        self._malformed = malformed
+        # When malformed frames arrived, within the window; created by the first one.
+        self._malformed: collections.deque[float] | None = None
         self._call = Call(context.upstreams, self._subscribe)
 
     def _subscribe(self, on: bool) -> None:
@@ -331,10 +343,13 @@ class _Dispatcher:
 
     def _count_malformed(self) -> None:
         now = time.monotonic()
-        self._malformed.append(now)
-        while self._malformed and self._malformed[0] < now - MALFORMED_WINDOW_SECONDS:
-            self._malformed.popleft()
-        if len(self._malformed) > MALFORMED_LIMIT:
+        if self._malformed is None:
+            self._malformed = collections.deque()
+        malformed = self._malformed
+        malformed.append(now)
+        while malformed and malformed[0] < now - MALFORMED_WINDOW_SECONDS:
+            malformed.popleft()
+        if len(malformed) > MALFORMED_LIMIT:
             self._session.close_soon(CLOSE_POLICY_VIOLATION, "too many malformed frames")
 
     def _reply_malformed(self, bad: MalformedFrame, started: float) -> None:

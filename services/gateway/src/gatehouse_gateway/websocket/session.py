@@ -79,7 +79,9 @@ class Session:
         self.peer = peer
         self.lease_id = uuid.uuid4().hex
         self.closing = False
-        self._queue: deque[Frame | _Close] = deque()
+        # Created when there is something to send and dropped once sent: an idle socket
+        # holds no queue.
+        self._queue: deque[Frame | _Close] | None = None
         self._queue_size = queue_size
         self._writer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -103,13 +105,18 @@ class Session:
         """Queue `frame` for sending; a full queue closes the socket (slow reader)."""
         if self.closing:
             return False
-        if len(self._queue) >= self._queue_size:
+        if self._queue is not None and len(self._queue) >= self._queue_size:
             log.warning("ws_slow_reader_closed", user_id=self.principal.user_id)
             self.close_soon(CLOSE_POLICY_VIOLATION, "send queue full", drop_pending=True)
             return False
-        self._queue.append(frame)
+        self._pending().append(frame)
         self._start_writer()
         return True
+
+    def _pending(self) -> deque[Frame | _Close]:
+        if self._queue is None:
+            self._queue = deque()
+        return self._queue
 
     def close_soon(self, code: int, reason: str, *, drop_pending: bool = False) -> None:
         """Close the socket after the frames already queued (or at once with `drop_pending`)."""
@@ -119,13 +126,13 @@ class Session:
         if self._expiry is not None:
             self._expiry.cancel()
         if drop_pending:
-            self._queue.clear()
+            self._queue = None
             if self._writer is not None:
                 # The writer may be stuck on a client that does not read; the close
                 # frame waits for room on its own, without the data before it.
                 self._writer.cancel()
                 self._writer = None
-        self._queue.append(_Close(code, reason))
+        self._pending().append(_Close(code, reason))
         self._start_writer()
 
     def _start_writer(self) -> None:
@@ -147,10 +154,12 @@ class Session:
         except Exception as error:  # any send failure means the peer is gone
             log.debug("ws_send_failed", error_type=type(error).__name__)
             self.closing = True
-            self._queue.clear()
+            self._queue = None
         finally:
             if self._writer is asyncio.current_task():
                 self._writer = None
+                if not self._queue:
+                    self._queue = None
 
     async def finish(self) -> None:
         """Stop timers and wait briefly for the writer, after the socket has ended."""
