@@ -136,6 +136,9 @@ def summary_markdown(
         "# Benchmark results",
         "",
         "Written by `make bench`; each figure beside its same-run baseline and its target.",
+        "CPU µs/call: CPU time (all threads) of the process doing the work, per answered",
+        "call: the service for direct gRPC paths, the benchmark process for raw baselines;",
+        "n/a where that process was not watched.",
         "",
     ]
     if started is not None:
@@ -163,13 +166,14 @@ def summary_markdown(
             )
         lines += [
             "",
-            "| workload | calls/s | p50 ms | p99 ms | failed calls |",
-            "| --- | --- | --- | --- | --- |",
+            "| workload | calls/s | p50 ms | p99 ms | CPU µs/call | failed calls |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for w in result["measurements"]:
+            cpu = w.get("cpu_us_per_call")
             lines.append(
                 f"| {w['name']} | {w['per_second']} | {w['p50_ms']} | {w['p99_ms']} | "
-                f"{_failed(w.get('errors'))} |"
+                f"{cpu if cpu is not None else 'n/a'} | {_failed(w.get('errors'))} |"
             )
         lines.append("")
         for plot in sorted(RESULTS.glob(f"{path.stem}-*.png")):

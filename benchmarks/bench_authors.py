@@ -116,7 +116,7 @@ def _raw_calls(pool: asyncpg.Pool) -> tuple[Call, Call]:
 
 
 async def _measure_all(
-    database_url: str, service_port: int, traefik_port: int
+    database_url: str, service_port: int, traefik_port: int, service_pid: int
 ) -> dict[tuple[str, str], Measurement]:
     """Each workload on the three paths back to back, so compared figures share conditions."""
     pool = await asyncpg.create_pool(database_url, min_size=POOL_SIZE, max_size=POOL_SIZE)
@@ -133,12 +133,14 @@ async def _measure_all(
                     data,
                     concurrency=CONCURRENCY,
                     seconds=DURATION,
+                    server_pid=service_pid,
                 )
             results[workload, "raw asyncpg"] = await measure(
                 f"{workload} raw asyncpg",
                 raw_calls[index],
                 concurrency=CONCURRENCY,
                 duration=DURATION,
+                own_cpu=True,
             )
     finally:
         await pool.close()
@@ -187,7 +189,9 @@ async def run() -> dict[str, Any]:
         }
         with tempfile.TemporaryDirectory(prefix="gatehouse-bench-authors-") as workdir:
             async with (
-                python_module("gatehouse_authors", env, grpc_serving(f"127.0.0.1:{service_port}")),
+                python_module(
+                    "gatehouse_authors", env, grpc_serving(f"127.0.0.1:{service_port}")
+                ) as service,
                 traefik(
                     Path(workdir),
                     entrypoint="grpc",
@@ -196,7 +200,7 @@ async def run() -> dict[str, Any]:
                     probe=grpc_answers(f"127.0.0.1:{traefik_port}", _routed),
                 ),
             ):
-                results = await _measure_all(database_url, service_port, traefik_port)
+                results = await _measure_all(database_url, service_port, traefik_port, service.pid)
     finally:
         redis.destroy()
         postgres.destroy()

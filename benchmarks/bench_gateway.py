@@ -1,7 +1,8 @@
 """gateway HTTP: GET /authors/{id} on the full path beside a trivial FastAPI route, both
 behind the same throwaway Traefik in the same run.
 
-Needs the platform (`bash scripts/run.sh up -d`, started here when it is not running):
+Needs the platform (`bash scripts/run.sh up -d`; started here when it is not running, and
+then stopped again at the end):
 Keycloak issues a real token of the realm's `admin`, and the authors and audit services
 answer behind the platform's Traefik grpc entrypoint, as they do for its own gateway.
 
@@ -110,15 +111,31 @@ def raised_limits(rules: dict[str, Any]) -> dict[str, Any]:
     return rules
 
 
-async def run() -> dict[str, Any]:
-    """Measure both routes through one Traefik and write results/gateway.json."""
-    await asyncio.to_thread(
-        subprocess.run,
-        ["bash", str(REPO / "scripts" / "run.sh"), "up", "-d"],
-        check=True,
+def _run_sh(*argv: str, check: bool = True) -> int:
+    completed = subprocess.run(
+        ["bash", str(REPO / "scripts" / "run.sh"), *argv],
+        check=check,
         stdout=subprocess.DEVNULL,
         timeout=900,
     )
+    return completed.returncode
+
+
+async def run() -> dict[str, Any]:
+    """Measure both routes through one Traefik and write results/gateway.json.
+
+    A platform this benchmark started is stopped again at the end, so that the
+    benchmarks after it do not share the machine with it."""
+    was_running = await asyncio.to_thread(_run_sh, "status", check=False) == 0
+    await asyncio.to_thread(_run_sh, "up", "-d")
+    try:
+        return await _run_on_platform()
+    finally:
+        if not was_running:
+            await asyncio.to_thread(_run_sh, "down")
+
+
+async def _run_on_platform() -> dict[str, Any]:
     platform = local_stack(native=True)
     token = await asyncio.to_thread(platform.token, "admin")
     ports = {name: free_port() for name in ("web", "gateway", "trivial", "rl", "rl_m", "gw_m")}
@@ -197,7 +214,11 @@ async def _measure(web: str, token: str) -> list[Measurement]:
             listed = await client.get("/authors?name=bench-gateway", headers=headers)
             author_id = listed.json()[0]["id"]
         else:
-            created.raise_for_status()
+            if created.is_error:
+                # Whoever answered (Traefik or the gateway) says why in the body.
+                raise RuntimeError(
+                    f"POST /authors answered {created.status_code}: {created.text[:300]}"
+                )
             author_id = created.json()["id"]
 
         async def full(_: int) -> None:

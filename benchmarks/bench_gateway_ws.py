@@ -10,9 +10,14 @@ exactly as it verifies Keycloak's. The baseline is a bare FastAPI WebSocket echo
 - (b) idle sockets: SOCKETS authenticated sockets held by ONE gateway process; RSS per
   socket = (RSS holding them - RSS before) / SOCKETS. Clients are raw asyncio protocols
   (handshake, pong, nothing else) spread over loopback source addresses 127.0.0.2..
-  so ephemeral ports do not run out; RLIMIT_NOFILE is raised to its hard limit.
+  so ephemeral ports do not run out; RLIMIT_NOFILE is raised to its hard limit. Like a
+  browser, each offers permessage-deflate, which both servers decline (a negotiated
+  zlib state per socket would about double the figure; docs/websocket.md).
 - (c) round trips: GET_AUTHOR at RATE messages per second, open loop (each request is
   sent at its scheduled time over CLIENTS sockets; latency counts from that time), p99.
+  Beside it, the CPU time each process spent per message over the paced run (warm-up
+  included): the gateway, the two services it calls, and this process sending the load;
+  and, for context, the same path paced at REDUCED_RATE.
 
 Run: `uv run python -m benchmarks gateway_ws`.
 """
@@ -40,7 +45,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchmarks.common import Figure, Measurement, percentile, write_result
+from benchmarks.common import (
+    Figure,
+    Measurement,
+    percentile,
+    process_cpu_seconds,
+    write_result,
+)
 from benchmarks.processes import child, port_open, python_module
 from gatehouse_authors import migrate
 from tests.harness.backends import NATIVE_POSTGRES_URL, NATIVE_REDIS_URL
@@ -53,6 +64,8 @@ USERS = 100
 SOURCE_ADDRESSES = 20
 OPEN_CONCURRENCY = 200
 RATE = 1000.0
+REDUCED_RATE = 700.0
+SETTLE_SECONDS = 3.0
 CLIENTS = 20
 WARMUP_SECONDS = 2.0
 SECONDS = 10.0
@@ -159,6 +172,9 @@ class _IdleClient(asyncio.Protocol):
             if b" 101 " not in head.split(b"\r\n", 1)[0]:
                 self._fail(head.split(b"\r\n", 1)[0].decode())
                 return
+            if b"sec-websocket-extensions" in head.lower():
+                self._fail("the server negotiated an extension: frames would be compressed")
+                return
             self._upgraded, self._buffer = True, rest
         self._frames()
 
@@ -204,6 +220,8 @@ def _upgrade(port: int, token: str | None) -> bytes:
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {key}",
         "Sec-WebSocket-Version: 13",
+        # What browsers offer.
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
     ]
     if token:
         lines.append(f"Authorization: Bearer {token}")
@@ -264,8 +282,10 @@ async def _idle_memory(
     return (holding - before) / SOCKETS, before, holding, series
 
 
-async def _round_trips(url: str, headers: dict[str, str], frame: Any) -> Measurement:
-    """RATE requests per second over CLIENTS sockets, open loop, for SECONDS after warm-up."""
+async def _round_trips(
+    url: str, headers: dict[str, str], frame: Any, rate: float = RATE
+) -> Measurement:
+    """`rate` requests per second over CLIENTS sockets, open loop, for SECONDS after warm-up."""
     connections: list[ClientConnection] = []
     for _ in range(CLIENTS):
         connection = await connect(url, additional_headers=headers, max_size=None)
@@ -289,9 +309,9 @@ async def _round_trips(url: str, headers: dict[str, str], frame: Any) -> Measure
     readers = [asyncio.create_task(reader(c)) for c in connections]
     begin = time.perf_counter()
     recording_from = begin + WARMUP_SECONDS
-    total = int(RATE * (WARMUP_SECONDS + SECONDS))
+    total = int(rate * (WARMUP_SECONDS + SECONDS))
     for i in range(total):
-        scheduled = begin + i / RATE
+        scheduled = begin + i / rate
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -337,7 +357,7 @@ async def run() -> dict[str, Any]:
                     "AUTHORS_MIGRATE_ON_START": "false",
                 },
                 port_open(ports["authors"]),
-            ),
+            ) as authors,
             python_module(
                 "gatehouse_ratelimit",
                 {
@@ -348,7 +368,7 @@ async def run() -> dict[str, Any]:
                     "RATELIMIT_KEY_PREFIX": f"bench-ws-{uuid.uuid4().hex[:6]}:",
                 },
                 port_open(ports["ratelimit"]),
-            ),
+            ) as ratelimit,
             python_module(
                 "gatehouse_gateway",
                 {
@@ -376,6 +396,9 @@ async def run() -> dict[str, Any]:
                     "benchmarks.bench_gateway_ws:echo_app",
                     "--port",
                     str(ports["echo"]),
+                    # As the gateway serves: no per-message compression.
+                    "--ws-per-message-deflate",
+                    "false",
                     "--log-level",
                     "warning",
                 ],
@@ -402,12 +425,31 @@ async def run() -> dict[str, Any]:
                 )
                 author_id = json.loads(await setup.recv())["data"]["id"]
             request = {"pkg_id": 6, "method": "", "data": {"id": author_id}}
+            watched = {"gateway": gateway.pid, "authors": authors.pid, "ratelimit": ratelimit.pid}
+            cpu_before = {name: process_cpu_seconds(pid) for name, pid in watched.items()}
+            load_before = time.process_time()
             full = await _round_trips(
                 f"ws://127.0.0.1:{ports['gateway']}/web",
                 headers,
                 lambda req_id: json.dumps({**request, "req_id": req_id}),
             )
+            messages = int(RATE * (WARMUP_SECONDS + SECONDS))
+            cpu_us_per_message = {
+                name: round((process_cpu_seconds(pid) - cpu_before[name]) / messages * 1e6, 1)
+                for name, pid in watched.items()
+            }
+            cpu_us_per_message["load generator"] = round(
+                (time.process_time() - load_before) / messages * 1e6, 1
+            )
             full.name = f"gateway_get_author_open_loop_{RATE:.0f}_per_s"
+            await asyncio.sleep(SETTLE_SECONDS)  # what the saturated run left in flight
+            reduced = await _round_trips(
+                f"ws://127.0.0.1:{ports['gateway']}/web",
+                headers,
+                lambda req_id: json.dumps({**request, "req_id": req_id}),
+                rate=REDUCED_RATE,
+            )
+            reduced.name = f"gateway_get_author_open_loop_{REDUCED_RATE:.0f}_per_s"
             bare = await _round_trips(
                 f"ws://127.0.0.1:{ports['echo']}/web",
                 {},
@@ -442,7 +484,7 @@ async def run() -> dict[str, Any]:
     result = write_result(
         "gateway_ws",
         figures,
-        [full, bare],
+        [full, reduced, bare],
         rss_kib={
             "gateway_before": gw_before,
             "gateway_holding": gw_holding,
@@ -450,6 +492,7 @@ async def run() -> dict[str, Any]:
             "echo_holding": echo_holding,
         },
         rss_series={"gateway": gw_series, "bare echo app": echo_series},
+        cpu_us_per_message=cpu_us_per_message,
         command="uv run python -m benchmarks gateway_ws",
     )
     for figure in figures:

@@ -150,8 +150,12 @@ async def run() -> dict[str, Any]:
             }
             floor_argv = [sys.executable, "-c", FLOOR_SERVER, str(floor_port)]
             async with (
-                python_module("gatehouse_ratelimit", env, grpc_serving(decision.address)),
-                child(floor_argv, probe=grpc_serving(floor_target.address), what="constant server"),
+                python_module(
+                    "gatehouse_ratelimit", env, grpc_serving(decision.address)
+                ) as service,
+                child(
+                    floor_argv, probe=grpc_serving(floor_target.address), what="constant server"
+                ) as floor_server,
             ):
                 script = client.register_script(SLIDING_WINDOW_LUA)
 
@@ -163,11 +167,20 @@ async def run() -> dict[str, Any]:
                     return await script(keys=keys, args=args)
 
                 raw = await measure(
-                    "raw_evalsha", raw_evalsha, concurrency=CONCURRENCY, duration=DURATION
+                    "raw_evalsha",
+                    raw_evalsha,
+                    concurrency=CONCURRENCY,
+                    duration=DURATION,
+                    own_cpu=True,
                 )
                 # Fail-closed answers (Redis slower than the service's timeout) are errors.
                 peak = await run_ghz(
-                    "grpc_peak", decision, DECISIONS, concurrency=CONCURRENCY, seconds=DURATION
+                    "grpc_peak",
+                    decision,
+                    DECISIONS,
+                    concurrency=CONCURRENCY,
+                    seconds=DURATION,
+                    server_pid=service.pid,
                 )
                 floor = await run_ghz(
                     "grpc_floor_constant_reply",
@@ -175,6 +188,7 @@ async def run() -> dict[str, Any]:
                     DECISIONS,
                     concurrency=CONCURRENCY,
                     seconds=DURATION,
+                    server_pid=floor_server.pid,
                 )
                 channel = open_channel(decision.address, "ratelimit", max_attempts=1)
                 try:
@@ -190,6 +204,7 @@ async def run() -> dict[str, Any]:
                     concurrency=CONCURRENCY,
                     seconds=OPEN_LOOP_SECONDS,
                     rps=half_rate,
+                    server_pid=service.pid,
                 )
     finally:
         await client.aclose()

@@ -35,6 +35,9 @@ class Measurement:
 
     `calls` and `latencies_ms` count answered calls only; failed ones are counted in
     `errors` (by reason), so that a run with errors says so in its result.
+    `cpu_seconds` is the CPU time (user + system, every thread) that the process doing
+    the work spent during the measured window, where the benchmark watched it: with
+    `calls`, what one call costs that process, whatever else shares the machine.
     """
 
     name: str
@@ -42,10 +45,17 @@ class Measurement:
     seconds: float
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     errors: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: float | None = None
 
     @property
     def rate(self) -> float:
         return self.calls / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_call(self) -> float | None:
+        if self.cpu_seconds is None or not self.calls:
+            return None
+        return self.cpu_seconds / self.calls * 1e6
 
     def summary(self) -> dict[str, Any]:
         lat = self.latencies_ms
@@ -60,6 +70,7 @@ class Measurement:
             # Latency at each percentile 1..99, for the distribution plots.
             "percentiles_ms": [round(percentile(lat, q), 3) for q in range(1, 100)] if lat else [],
             "errors": self.errors,
+            "cpu_us_per_call": round(cpu, 1) if (cpu := self.cpu_us_per_call) else None,
         }
 
 
@@ -70,8 +81,12 @@ async def measure(
     concurrency: int,
     duration: float,
     warmup: float = 1.0,
+    own_cpu: bool = False,
 ) -> Measurement:
-    """Run `call(i)` from `concurrency` workers for `duration` seconds after a warm-up."""
+    """Run `call(i)` from `concurrency` workers for `duration` seconds after a warm-up.
+
+    `own_cpu` when this process does the work itself (a raw baseline) rather than only
+    drive a server: `cpu_seconds` is then its CPU time over the measured window."""
     import asyncio
 
     latencies: list[float] = []
@@ -91,10 +106,22 @@ async def measure(
     stop_at = time.perf_counter() + warmup
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     recording = True
+    cpu_before = time.process_time()
     started = time.perf_counter()
     stop_at = started + duration
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Measurement(name, len(latencies), time.perf_counter() - started, latencies)
+    elapsed = time.perf_counter() - started
+    measured = Measurement(name, len(latencies), elapsed, latencies)
+    if own_cpu:
+        measured.cpu_seconds = time.process_time() - cpu_before
+    return measured
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) that process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of proc(5), utime and stime, counted after the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -34,7 +34,7 @@ from typing import Any
 
 import grpc_tools
 
-from benchmarks.common import Measurement
+from benchmarks.common import Measurement, process_cpu_seconds
 from benchmarks.processes import REPO, installed
 
 # Import paths for the .proto files: ours, and the well-known types grpc_tools ships.
@@ -76,9 +76,12 @@ async def run_ghz(
     rps: float | None = None,
     warmup: float = 1.0,
     call_timeout: float = 5.0,
+    server_pid: int | None = None,
 ) -> Measurement:
     """Drive `target` with ghz for `seconds`, call i sending `requests[i % len(requests)]`
-    (messages in proto3's JSON mapping). See the module docstring for the two modes."""
+    (messages in proto3's JSON mapping). See the module docstring for the two modes.
+    With `server_pid`, the CPU time that process spent during the measured run is kept
+    in `Measurement.cpu_seconds`."""
     binary = await installed("install-ghz.sh")
     argv = [
         binary,
@@ -106,8 +109,12 @@ async def run_ghz(
         argv.append(f"--data-file={data}")
         if warmup > 0:
             await _ghz([*argv, f"--duration={warmup}s"], target.address)
+        cpu_before = process_cpu_seconds(server_pid) if server_pid else None
         report = await _ghz([*argv, f"--duration={seconds}s"], target.address)
+        cpu_after = process_cpu_seconds(server_pid) if server_pid else None
     measured = read_report(name, report)
+    if cpu_before is not None and cpu_after is not None:
+        measured.cpu_seconds = cpu_after - cpu_before
     if measured.errors:
         print(f"{name}: {sum(measured.errors.values())} calls failed: {measured.errors}")
     return measured
