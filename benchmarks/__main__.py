@@ -137,7 +137,8 @@ def summary_markdown(
         "",
         "Written by `make bench`; each figure beside its same-run baseline and its target.",
         "CPU µs/call: CPU time (all threads) of the process doing the work, per answered",
-        "call: the service for direct gRPC paths, the benchmark process for raw baselines;",
+        "call: the service for gRPC paths (direct or through Traefik), the benchmark process",
+        "for raw baselines;",
         "n/a where that process was not watched.",
         "",
     ]
