@@ -43,7 +43,7 @@ from fastapi import FastAPI
 from benchmarks.common import Figure, Measurement, measure, write_result
 from benchmarks.processes import REPO, child, grpc_serving, http_answers, python_module, traefik
 from tests.harness.private import PrivateRedis, free_port
-from tests.harness.stack import local_stack
+from tests.harness.stack import local_stack, native_running
 
 BUDGET_SECONDS = 120.0
 CONCURRENCY = 16
@@ -111,14 +111,13 @@ def raised_limits(rules: dict[str, Any]) -> dict[str, Any]:
     return rules
 
 
-def _run_sh(*argv: str, check: bool = True) -> int:
-    completed = subprocess.run(
+def _run_sh(*argv: str) -> None:
+    subprocess.run(
         ["bash", str(REPO / "scripts" / "run.sh"), *argv],
-        check=check,
+        check=True,
         stdout=subprocess.DEVNULL,
         timeout=900,
     )
-    return completed.returncode
 
 
 async def run() -> dict[str, Any]:
@@ -126,7 +125,7 @@ async def run() -> dict[str, Any]:
 
     A platform this benchmark started is stopped again at the end, so that the
     benchmarks after it do not share the machine with it."""
-    was_running = await asyncio.to_thread(_run_sh, "status", check=False) == 0
+    was_running = await asyncio.to_thread(native_running)
     await asyncio.to_thread(_run_sh, "up", "-d")
     try:
         return await _run_on_platform()

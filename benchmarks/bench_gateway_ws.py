@@ -425,14 +425,15 @@ async def run() -> dict[str, Any]:
                 )
                 author_id = json.loads(await setup.recv())["data"]["id"]
             request = {"pkg_id": 6, "method": "", "data": {"id": author_id}}
+
+            def get_author(req_id: str) -> str:
+                return json.dumps({**request, "req_id": req_id})
+
+            gateway_url = f"ws://127.0.0.1:{ports['gateway']}/web"
             watched = {"gateway": gateway.pid, "authors": authors.pid, "ratelimit": ratelimit.pid}
             cpu_before = {name: process_cpu_seconds(pid) for name, pid in watched.items()}
             load_before = time.process_time()
-            full = await _round_trips(
-                f"ws://127.0.0.1:{ports['gateway']}/web",
-                headers,
-                lambda req_id: json.dumps({**request, "req_id": req_id}),
-            )
+            full = await _round_trips(gateway_url, headers, get_author)
             messages = int(RATE * (WARMUP_SECONDS + SECONDS))
             cpu_us_per_message = {
                 name: round((process_cpu_seconds(pid) - cpu_before[name]) / messages * 1e6, 1)
@@ -443,18 +444,9 @@ async def run() -> dict[str, Any]:
             )
             full.name = f"gateway_get_author_open_loop_{RATE:.0f}_per_s"
             await asyncio.sleep(SETTLE_SECONDS)  # what the saturated run left in flight
-            reduced = await _round_trips(
-                f"ws://127.0.0.1:{ports['gateway']}/web",
-                headers,
-                lambda req_id: json.dumps({**request, "req_id": req_id}),
-                rate=REDUCED_RATE,
-            )
+            reduced = await _round_trips(gateway_url, headers, get_author, rate=REDUCED_RATE)
             reduced.name = f"gateway_get_author_open_loop_{REDUCED_RATE:.0f}_per_s"
-            bare = await _round_trips(
-                f"ws://127.0.0.1:{ports['echo']}/web",
-                {},
-                lambda req_id: json.dumps({**request, "req_id": req_id}),
-            )
+            bare = await _round_trips(f"ws://127.0.0.1:{ports['echo']}/web", {}, get_author)
             bare.name = f"echo_open_loop_{RATE:.0f}_per_s"
     finally:
         issuer.close()
