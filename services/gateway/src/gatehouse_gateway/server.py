@@ -22,12 +22,53 @@ from types import FrameType
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gatehouse_gateway.context import GatewayContext
 from gatehouse_gateway.settings import Settings
 from gatehouse_gateway.websocket import WebSocketHub
 
 log = structlog.get_logger(__name__)
+
+# How long a socket that refused a frame keeps reading (and dropping) what the client
+# still sends, waiting for it to close its side.
+LINGER_SECONDS = 5.0
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, except that a frame it refuses (over the size limit,
+    or not valid WebSocket) ends with a close frame the client actually receives.
+
+    The parser refuses an oversized frame by its header, with most of the frame still
+    unread. uvicorn then writes the close (1009) and closes the socket at once; closed
+    over unread data, the socket answers with a reset, which can destroy the close
+    frame before the client, or a proxy such as Traefik, has read it. Here the socket
+    half-closes after the close frame and reads on, dropping what arrives, until the
+    client closes its side or LINGER_SECONDS have passed.
+    """
+
+    _lingering = False
+
+    def handle_parser_exception(self) -> None:
+        assert self.conn.close_sent is not None
+        close = self.conn.close_sent
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": close.code, "reason": close.reason}
+        )
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._lingering:
+            super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._lingering:
+            self.transport.close()
 
 
 def uvicorn_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
@@ -45,6 +86,7 @@ def uvicorn_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
         # closes an idle upstream connection (docs/api.md, Keep-alive).
         timeout_keep_alive=settings.keep_alive_seconds,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
+        ws=WebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,
         # Frames are small JSON or protobuf messages: compressing them saves little, and
         # a negotiated permessage-deflate (every browser offers it) keeps a zlib state

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
 
 from gatehouse_gateway.websocket.endpoint import MALFORMED_LIMIT
 from gatehouse_gateway.websocket.protocol import PkgId
@@ -91,6 +92,43 @@ async def test_oversized_frame_closes_1009(gateway: Any, issuer: Any, ws: Any) -
         await client.send_raw(client.encode(3, {"name": "x" * (limit + 1)}, REQ_ID))
         code, _ = await client.closed()
         assert code == 1009
+
+
+async def _frames_until_eof(reader: asyncio.StreamReader) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of every frame the server sends until it ends its side."""
+    data, frames = await reader.read(), []
+    while data:
+        length, offset = data[1] & 0x7F, 2
+        if length == 126:
+            length, offset = int.from_bytes(data[2:4]), 4
+        frames.append((data[0] & 0x0F, data[offset : offset + length]))
+        data = data[offset + length :]
+    return frames
+
+
+async def test_a_frame_far_over_the_limit_still_gets_its_close_1009(
+    gateway: Any, issuer: Any
+) -> None:
+    # Most of such a frame is still unread when the server refuses it by its header; a
+    # socket closed at once over unread data answers with a reset, which destroys the
+    # close frame before the client (or a proxy in between) reads it. A raw client, so
+    # that what the server sent is read whatever a client library would make of it.
+    limit = gateway.context.settings.ws_max_frame_bytes
+    upgrade = (
+        f"GET /web HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {issuer.token('editor')}\r\n\r\n"
+    ).encode()
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(upgrade)
+        assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+        writer.write(Frame(Opcode.TEXT, b"x" * (limit * 64)).serialize(mask=True))
+        await writer.drain()
+        frames = await _frames_until_eof(reader)
+        writer.close()
+        assert frames[-1][0] == Opcode.CLOSE, frames
+        assert int.from_bytes(frames[-1][1][:2]) == 1009
 
 
 ALLOWED: dict[str, set[int]] = {
