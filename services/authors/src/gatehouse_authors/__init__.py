@@ -1,1 +1,4 @@
 """The authors service of Gatehouse."""
+
+# Before any module of this package imports grpc: the kit sets gRPC core defaults.
+import gatehouse_kit  # noqa: F401
