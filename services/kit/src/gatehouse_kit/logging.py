@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import uuid
 from contextvars import ContextVar
@@ -15,13 +16,13 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _MAX_REQUEST_ID = 128
 
 
+_SANE_REQUEST_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{_MAX_REQUEST_ID}}}")
+
+
 def sane_request_id(candidate: str | None) -> str:
-    """Return `candidate` when it is a short printable token, else a fresh UUID4."""
-    if (
-        candidate
-        and len(candidate) <= _MAX_REQUEST_ID
-        and all(c.isalnum() or c in "-_.:" for c in candidate)
-    ):
+    """Return `candidate` when it is a short token of letters, digits and `-_.:`,
+    else a fresh UUID4."""
+    if candidate and _SANE_REQUEST_ID.fullmatch(candidate):
         return candidate
     return str(uuid.uuid4())
 
