@@ -25,6 +25,8 @@ shared_buffers = '256MB'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+# Loopback only: TLS would protect nothing here and costs CPU on every statement.
+ssl = off
 CONF
       pg_ctlcluster "$PG_VERSION" main start
     fi
