@@ -9,12 +9,13 @@ exactly as it verifies Keycloak's. The baseline is a bare FastAPI WebSocket echo
 
 - (b) idle sockets: SOCKETS authenticated sockets held by ONE gateway process; RSS per
   socket = (RSS holding them - RSS before) / SOCKETS. Clients are raw asyncio protocols
-  (handshake, pong, nothing else) spread over loopback source addresses 127.0.0.2..
+  (`_RawClient`: handshake, pongs, nothing else) spread over loopback source addresses 127.0.0.2..
   so ephemeral ports do not run out; RLIMIT_NOFILE is raised to its hard limit. Like a
   browser, each offers permessage-deflate, which both servers decline (a negotiated
   zlib state per socket would about double the figure; docs/websocket.md).
 - (c) round trips: GET_AUTHOR at RATE messages per second, open loop (each request is
-  sent at its scheduled time over CLIENTS sockets; latency counts from that time), p99.
+  sent at its scheduled time over CLIENTS `_RawClient` sockets; latency counts from that
+  time), p99.
   Beside it, the CPU time each process spent per message over the paced run (warm-up
   included): the gateway, the two services it calls, and this process sending the load;
   and, for context, the same path paced at REDUCED_RATE.
@@ -36,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
 
 from benchmarks.common import (
     Figure,
@@ -147,12 +150,22 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-class _IdleClient(asyncio.Protocol):
-    """A WebSocket client that completes the handshake, answers pings and stays silent."""
+class _RawClient(asyncio.Protocol):
+    """A WebSocket client as an asyncio protocol: the handshake, pongs, masked text frames
+    out, text frames in. `ready` resolves once a frame containing `marker` arrives (the
+    auth_ok); later text frames go to `on_text`.
 
-    def __init__(self, request: bytes, marker: bytes) -> None:
+    The load generator of both workloads. The `websockets` library's client spent about
+    150 µs of CPU per paced message, this one about 110 µs (scheduling and request ids
+    included): on 2 cores, what the load generator spends is taken from the path under
+    test, the reason ghz stands in for a Python gRPC client in the gRPC benchmarks."""
+
+    def __init__(
+        self, request: bytes, marker: bytes, on_text: Callable[[bytes], None] | None = None
+    ) -> None:
         self._request = request
         self._marker = marker
+        self._on_text = on_text
         self._buffer = b""
         self._upgraded = False
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -162,6 +175,10 @@ class _IdleClient(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(self._request)
+
+    def send_text(self, text: str) -> None:
+        assert self.transport is not None
+        self.transport.write(Frame(Opcode.TEXT, text.encode()).serialize(mask=True))
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -190,14 +207,15 @@ class _IdleClient(asyncio.Protocol):
                 return
             payload = self._buffer[offset : offset + length]
             self._buffer = self._buffer[offset + length :]
-            if opcode == 0x9 and self.transport is not None:
-                mask = os.urandom(4)
-                masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
-            elif opcode == 0x8:
+            if opcode == Opcode.PING and self.transport is not None:
+                self.transport.write(Frame(Opcode.PONG, payload).serialize(mask=True))
+            elif opcode == Opcode.CLOSE:
                 self._fail(f"closed {payload[:2].hex()} {payload[2:].decode(errors='replace')}")
-            elif self._marker in payload and not self.ready.done():
-                self.ready.set_result(None)
+            elif not self.ready.done():
+                if self._marker in payload:
+                    self.ready.set_result(None)
+            elif self._on_text is not None:
+                self._on_text(payload)
 
     def _fail(self, why: str) -> None:
         if not self.ready.done():
@@ -205,6 +223,24 @@ class _IdleClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(f"connection lost: {exc}")
+
+
+async def _open(
+    port: int,
+    token: str | None,
+    source: str = "127.0.0.1",
+    on_text: Callable[[bytes], None] | None = None,
+) -> _RawClient:
+    """A socket to 127.0.0.1:`port` from `source` that has seen its auth_ok."""
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(
+        lambda: _RawClient(_upgrade(port, token), b"auth_ok", on_text),
+        "127.0.0.1",
+        port,
+        local_addr=(source, 0),
+    )
+    await asyncio.wait_for(client.ready, 30)
+    return client
 
 
 # Points of the RSS-against-sockets curve (benchmarks/plots.py draws it).
@@ -233,23 +269,15 @@ async def _hold_sockets(
 ) -> list[asyncio.Transport]:
     """Open `count` idle sockets to `port` (the `first`-th onwards, for token and source
     address choice); every one has seen its auth_ok."""
-    loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
     transports: list[asyncio.Transport] = []
 
     async def one(i: int) -> None:
         token = tokens[i % len(tokens)] if tokens else None
-        source = f"127.0.0.{2 + i % SOURCE_ADDRESSES}"
         async with gate:
-            transport, client = await loop.create_connection(
-                lambda: _IdleClient(_upgrade(port, token), b"auth_ok"),
-                "127.0.0.1",
-                port,
-                local_addr=(source, 0),
-            )
-            await asyncio.wait_for(client.ready, 30)
-        assert isinstance(transport, asyncio.Transport)
-        transports.append(transport)
+            client = await _open(port, token, f"127.0.0.{2 + i % SOURCE_ADDRESSES}")
+        assert client.transport is not None
+        transports.append(client.transport)
 
     await asyncio.gather(*(one(i) for i in range(first, first + count)))
     return transports
@@ -283,30 +311,23 @@ async def _idle_memory(
 
 
 async def _round_trips(
-    url: str, headers: dict[str, str], frame: Any, rate: float = RATE
+    port: int, token: str | None, frame: Callable[[str], str], rate: float = RATE
 ) -> Measurement:
     """`rate` requests per second over CLIENTS sockets, open loop, for SECONDS after warm-up."""
-    connections: list[ClientConnection] = []
-    for _ in range(CLIENTS):
-        connection = await connect(url, additional_headers=headers, max_size=None)
-        await connection.recv()  # auth_ok
-        connections.append(connection)
     pending: dict[str, float] = {}
     latencies: list[float] = []
     recording_from = 0.0
     all_sent = False
     drained = asyncio.Event()
 
-    async def reader(connection: ClientConnection) -> None:
-        async for message in connection:
-            req_id = json.loads(message)["req_id"]
-            scheduled = pending.pop(req_id, None)
-            if scheduled is not None and scheduled >= recording_from:
-                latencies.append((time.perf_counter() - scheduled) * 1000)
-            if all_sent and not pending:
-                drained.set()
+    def answered(message: bytes) -> None:
+        scheduled = pending.pop(json.loads(message)["req_id"], None)
+        if scheduled is not None and scheduled >= recording_from:
+            latencies.append((time.perf_counter() - scheduled) * 1000)
+        if all_sent and not pending:
+            drained.set()
 
-    readers = [asyncio.create_task(reader(c)) for c in connections]
+    connections = [await _open(port, token, on_text=answered) for _ in range(CLIENTS)]
     begin = time.perf_counter()
     recording_from = begin + WARMUP_SECONDS
     total = int(rate * (WARMUP_SECONDS + SECONDS))
@@ -317,7 +338,7 @@ async def _round_trips(
             await asyncio.sleep(delay)
         req_id = str(uuid.uuid4())
         pending[req_id] = scheduled
-        await connections[i % CLIENTS].send(frame(req_id))
+        connections[i % CLIENTS].send_text(frame(req_id))
     all_sent = True
     if not pending:
         drained.set()
@@ -325,9 +346,8 @@ async def _round_trips(
         await asyncio.wait_for(drained.wait(), 10)
     lost = len([s for s in pending.values() if s >= recording_from])
     for connection in connections:
-        await connection.close()
-    for task in readers:
-        task.cancel()
+        assert connection.transport is not None
+        connection.transport.close()
     measured = Measurement("", len(latencies), SECONDS, latencies)
     # Unanswered requests count as infinitely slow.
     measured.latencies_ms.extend([float("inf")] * lost)
@@ -429,11 +449,10 @@ async def run() -> dict[str, Any]:
             def get_author(req_id: str) -> str:
                 return json.dumps({**request, "req_id": req_id})
 
-            gateway_url = f"ws://127.0.0.1:{ports['gateway']}/web"
             watched = {"gateway": gateway.pid, "authors": authors.pid, "ratelimit": ratelimit.pid}
             cpu_before = {name: process_cpu_seconds(pid) for name, pid in watched.items()}
             load_before = time.process_time()
-            full = await _round_trips(gateway_url, headers, get_author)
+            full = await _round_trips(ports["gateway"], tokens[0], get_author)
             messages = int(RATE * (WARMUP_SECONDS + SECONDS))
             cpu_us_per_message = {
                 name: round((process_cpu_seconds(pid) - cpu_before[name]) / messages * 1e6, 1)
@@ -444,9 +463,9 @@ async def run() -> dict[str, Any]:
             )
             full.name = f"gateway_get_author_open_loop_{RATE:.0f}_per_s"
             await asyncio.sleep(SETTLE_SECONDS)  # what the saturated run left in flight
-            reduced = await _round_trips(gateway_url, headers, get_author, rate=REDUCED_RATE)
+            reduced = await _round_trips(ports["gateway"], tokens[0], get_author, rate=REDUCED_RATE)
             reduced.name = f"gateway_get_author_open_loop_{REDUCED_RATE:.0f}_per_s"
-            bare = await _round_trips(f"ws://127.0.0.1:{ports['echo']}/web", {}, get_author)
+            bare = await _round_trips(ports["echo"], None, get_author)
             bare.name = f"echo_open_loop_{RATE:.0f}_per_s"
     finally:
         issuer.close()
