@@ -39,6 +39,7 @@ def _rpc_error(
             WsStatus.UNAVAILABLE,
         ),
         (grpc.StatusCode.UNAVAILABLE, 503, ErrorCode.SERVICE_UNAVAILABLE, WsStatus.UNAVAILABLE),
+        (grpc.StatusCode.CANCELLED, 503, ErrorCode.SERVICE_UNAVAILABLE, WsStatus.UNAVAILABLE),
         (grpc.StatusCode.DEADLINE_EXCEEDED, 504, ErrorCode.UPSTREAM_TIMEOUT, WsStatus.UNAVAILABLE),
         (grpc.StatusCode.INTERNAL, 500, ErrorCode.INTERNAL_ERROR, WsStatus.ERROR),
         (grpc.StatusCode.UNKNOWN, 500, ErrorCode.INTERNAL_ERROR, WsStatus.ERROR),

@@ -161,7 +161,9 @@ def from_grpc(error: grpc.aio.AioRpcError, service: str) -> ApiError:
         return ApiError(412, ErrorCode.PRECONDITION_FAILED, message or "precondition failed")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return service_unavailable(service, f"{service} is overloaded")
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        # CANCELLED here comes from the upstream's side (the gateway's own cancellations
+        # surface as asyncio's): it dropped the call, overloaded by a burst or stopping.
         return service_unavailable(service)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ApiError(
