@@ -405,6 +405,8 @@ async def run() -> dict[str, Any]:
                     "GATEWAY_AUDIT_AUTHORITY": "",
                     "GATEWAY_REDIS_URL": NATIVE_REDIS_URL,
                     "GATEWAY_AUTHORS_EVENTS_CHANNEL": f"bench:ws:{uuid.uuid4().hex}",
+                    # No proxy to take it out of rotation: stop without the drain.
+                    "GATEWAY_SHUTDOWN_DRAIN_SECONDS": "0",
                 },
                 port_open(ports["gateway"]),
             ) as gateway,

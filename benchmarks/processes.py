@@ -10,6 +10,7 @@ scripts/install-*.sh (each builds or fetches once, caches, and prints the binary
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -61,7 +62,9 @@ async def stop(process: asyncio.subprocess.Process) -> None:
     try:
         await asyncio.wait_for(process.wait(), STOP_WITHIN_SECONDS)
     except TimeoutError:
-        process.kill()
+        # It may have exited meanwhile.
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
         await process.wait()
 
 
