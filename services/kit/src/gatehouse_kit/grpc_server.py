@@ -110,7 +110,7 @@ class _Observation:
     outcome. A class rather than a generator-based context manager: it runs for every
     call, and this form costs a fraction of the CPU."""
 
-    __slots__ = ("_context", "_handled", "_handling", "_method", "_started")
+    __slots__ = ("_context", "_method", "_started")
 
     def __init__(self, method: _Method, context: Context) -> None:
         self._method = method
@@ -125,20 +125,20 @@ class _Observation:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, _: object
     ) -> bool:
+        """Count the outcome; turn errors into statuses (the abort raises its own)."""
         context, code = self._context, None
         try:
-            if error is None:
+            if error is None or _is_abort(error):
                 return False
-            if isinstance(error, TimeoutError):
-                code = "DEADLINE_EXCEEDED"
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
-            if isinstance(error, ServiceError):
-                code = error.code.name
-                await _abort_for(error, context)
             if isinstance(error, asyncio.CancelledError):
                 code = "CANCELLED"
-                return False
-            if isinstance(error, Exception) and not _is_abort(error):
+            elif isinstance(error, TimeoutError):
+                code = "DEADLINE_EXCEEDED"
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            elif isinstance(error, ServiceError):
+                code = error.code.name
+                await _abort_for(error, context)
+            elif isinstance(error, Exception):
                 code = "INTERNAL"
                 await _abort_for(error, context)
             return False
@@ -244,7 +244,7 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
-def _is_abort(error: Exception) -> bool:
+def _is_abort(error: BaseException) -> bool:
     # context.abort() raises an internal exception type that must pass through.
     return type(error).__name__ == "AbortError"
 
