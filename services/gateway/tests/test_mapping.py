@@ -6,11 +6,14 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from grpc.aio import AioRpcError, Metadata
+from prometheus_client import REGISTRY
 
 from gatehouse_gateway.errors import ApiError, ErrorCode, WsStatus, from_grpc
 from gatehouse_gateway.http.client_ip import TrustedProxies
 from gatehouse_gateway.http.routes.authors import _expected_version
 from gatehouse_gateway.ratelimiting import _decision
+from gatehouse_gateway.settings import Settings
+from gatehouse_gateway.upstreams import Upstreams
 from gatehouse_kit.errors import InvalidArgument
 from gatehouse_protos.ratelimit.v1 import ratelimit_pb2
 
@@ -154,3 +157,31 @@ def test_a_refusal_reports_the_refusing_rule_and_retry_after() -> None:
         "X-RateLimit-Reset": "8",
         "Retry-After": "8",
     }
+
+
+@pytest.mark.parametrize(
+    ("code", "opens"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, True),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, True),
+        # A healthy server cancels the calls of a burst beyond what one connection takes.
+        (grpc.StatusCode.CANCELLED, False),
+        (grpc.StatusCode.NOT_FOUND, False),
+    ],
+)
+async def test_only_an_upstream_in_trouble_opens_its_breaker(
+    code: grpc.StatusCode, opens: bool
+) -> None:
+    upstreams = Upstreams(Settings(breaker_failure_threshold=2, breaker_open_seconds=30))
+
+    async def failing(request: object, **options: object) -> None:
+        raise _rpc_error(code)
+
+    try:
+        for _ in range(3):
+            with pytest.raises(ApiError):
+                await upstreams.authors.call(failing, None)
+        state = REGISTRY.get_sample_value("circuit_breaker_state", {"service": "authors"})
+        assert state == (1 if opens else 0)
+    finally:
+        await upstreams.close()

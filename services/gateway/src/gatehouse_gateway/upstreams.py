@@ -33,7 +33,10 @@ CIRCUIT_BREAKER_STATE = Gauge(
 _STATE_VALUE = {"closed": 0, "opened": 1, "half-opened": 2}
 
 # Codes saying the upstream itself is in trouble; the rest are answers about the request
-# (not found, conflict, bad input) and must not open the breaker.
+# (not found, conflict, bad input) and must not open the breaker. Nor does CANCELLED: a
+# healthy server cancels the calls of a burst beyond what one connection takes (10,000
+# sockets closing at once release their leases together), and an open breaker would
+# then fail every request of the replica for its whole open time.
 _BREAKER_FAILURES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -41,7 +44,6 @@ _BREAKER_FAILURES = frozenset(
         grpc.StatusCode.INTERNAL,
         grpc.StatusCode.UNKNOWN,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.CANCELLED,
     }
 )
 
