@@ -1,8 +1,9 @@
 """gateway /web: idle-socket memory and request round trips, each beside a bare echo app.
 
 Starts what it needs: Redis and PostgreSQL must answer (`scripts/redis.sh start`,
-`scripts/postgres.sh start`); the authors and ratelimit services and the gateway run as
-subprocesses (`python -m gatehouse_<service>`), tokens are RS256 JWTs of a key made for
+`scripts/postgres.sh start`); the authors, ratelimit and audit services and the gateway
+run as subprocesses (`python -m gatehouse_<service>`), each service on a database of its
+own made for the run, tokens are RS256 JWTs of a key made for
 the run and published by a JWKS endpoint in this process, so the gateway verifies them
 exactly as it verifies Keycloak's. The baseline is a bare FastAPI WebSocket echo route
 (`echo_app` below) under the same uvicorn.
@@ -17,7 +18,7 @@ exactly as it verifies Keycloak's. The baseline is a bare FastAPI WebSocket echo
   sent at its scheduled time over CLIENTS `_RawClient` sockets; latency counts from that
   time), p99.
   Beside it, the CPU time each process spent per message over the paced run (warm-up
-  included): the gateway, the two services it calls, and this process sending the load;
+  included): the gateway, the three services it calls, and this process sending the load;
   and, for context, the same path paced at REDUCED_RATE.
 
 Run: `uv run python -m benchmarks gateway_ws`.
@@ -56,7 +57,8 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.processes import child, port_open, python_module
-from gatehouse_authors import migrate
+from gatehouse_audit import migrate as audit_migrate
+from gatehouse_authors import migrate as authors_migrate
 from tests.harness.backends import NATIVE_POSTGRES_URL, NATIVE_REDIS_URL
 from tests.harness.databases import create_database, drop_database
 from tests.harness.private import free_port
@@ -360,11 +362,13 @@ async def run() -> dict[str, Any]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     issuer = _Issuer()
     database = await create_database(NATIVE_POSTGRES_URL, "bench_ws")
-    await asyncio.to_thread(migrate.upgrade, database)
+    await asyncio.to_thread(authors_migrate.upgrade, database)
+    audit_database = await create_database(NATIVE_POSTGRES_URL, "bench_ws_audit")
+    await asyncio.to_thread(audit_migrate.upgrade, audit_database)
     workdir = Path(tempfile.mkdtemp(prefix="bench-ws-"))
     rules = workdir / "rules.yaml"
     rules.write_text(RULES)
-    ports = {name: free_port() for name in ("authors", "ratelimit", "gateway", "echo")}
+    ports = {name: free_port() for name in ("authors", "ratelimit", "audit", "gateway", "echo")}
     try:
         async with (
             python_module(
@@ -390,6 +394,15 @@ async def run() -> dict[str, Any]:
                 port_open(ports["ratelimit"]),
             ) as ratelimit,
             python_module(
+                "gatehouse_audit",
+                {
+                    "AUDIT_DATABASE_URL": audit_database,
+                    "AUDIT_GRPC_PORT": str(ports["audit"]),
+                    "AUDIT_METRICS_PORT": str(free_port()),
+                },
+                port_open(ports["audit"]),
+            ) as audit,
+            python_module(
                 "gatehouse_gateway",
                 {
                     "GATEWAY_HTTP_PORT": str(ports["gateway"]),
@@ -400,8 +413,7 @@ async def run() -> dict[str, Any]:
                     "GATEWAY_AUTHORS_AUTHORITY": "",
                     "GATEWAY_RATELIMIT_TARGET": f"127.0.0.1:{ports['ratelimit']}",
                     "GATEWAY_RATELIMIT_AUTHORITY": "",
-                    # No audit service in this run: events are buffered, then counted as dropped.
-                    "GATEWAY_AUDIT_TARGET": f"127.0.0.1:{free_port()}",
+                    "GATEWAY_AUDIT_TARGET": f"127.0.0.1:{ports['audit']}",
                     "GATEWAY_AUDIT_AUTHORITY": "",
                     "GATEWAY_REDIS_URL": NATIVE_REDIS_URL,
                     "GATEWAY_AUTHORS_EVENTS_CHANNEL": f"bench:ws:{uuid.uuid4().hex}",
@@ -451,7 +463,12 @@ async def run() -> dict[str, Any]:
             def get_author(req_id: str) -> str:
                 return json.dumps({**request, "req_id": req_id})
 
-            watched = {"gateway": gateway.pid, "authors": authors.pid, "ratelimit": ratelimit.pid}
+            watched = {
+                "gateway": gateway.pid,
+                "authors": authors.pid,
+                "ratelimit": ratelimit.pid,
+                "audit": audit.pid,
+            }
             cpu_before = {name: process_cpu_seconds(pid) for name, pid in watched.items()}
             load_before = time.process_time()
             full = await _round_trips(ports["gateway"], tokens[0], get_author)
@@ -472,6 +489,7 @@ async def run() -> dict[str, Any]:
     finally:
         issuer.close()
         await drop_database(NATIVE_POSTGRES_URL, database)
+        await drop_database(NATIVE_POSTGRES_URL, audit_database)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     p99 = percentile(full.latencies_ms, 99)
     figures = [

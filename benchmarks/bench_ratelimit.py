@@ -190,7 +190,7 @@ async def run() -> dict[str, Any]:
                     seconds=DURATION,
                     server_pid=floor_server.pid,
                 )
-                channel = open_channel(decision.address, "ratelimit", max_attempts=1)
+                channel = open_channel(decision.address, max_attempts=1)
                 try:
                     stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
                     trips, commands = await round_trips_per_decision(client, stub)

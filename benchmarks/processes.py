@@ -134,7 +134,7 @@ def grpc_answers(target: str, call: Callable[[grpc.aio.Channel], Awaitable[bool]
     """`call` on a fresh channel to `target` returns True (a gRPC error counts as not yet)."""
 
     async def probe() -> bool:
-        channel = open_channel(target, "benchmark", max_attempts=1)
+        channel = open_channel(target, max_attempts=1)
         try:
             return await call(channel)
         except grpc.aio.AioRpcError:

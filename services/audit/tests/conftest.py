@@ -81,7 +81,7 @@ async def audit_app(audit_db: str, start_audit: Callable[..., Any]) -> AuditApp:
 
 @pytest.fixture
 async def channel(audit_app: AuditApp) -> AsyncIterator[grpc.aio.Channel]:
-    ch = open_channel(f"127.0.0.1:{audit_app.port}", "audit", max_attempts=1)
+    ch = open_channel(f"127.0.0.1:{audit_app.port}", max_attempts=1)
     yield ch
     await ch.close()
 

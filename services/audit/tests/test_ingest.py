@@ -40,7 +40,7 @@ async def test_a_burst_of_100k_events_is_queryable_count_for_count(
     assert (accepted, received, written, dropped, queued) == (BURST, BURST, BURST, {}, 0)
     assert elapsed < 120
     # Every one of them is queryable: walk all cursor pages of the user's events.
-    channel = open_channel(f"127.0.0.1:{audit_app.port}", "audit")
+    channel = open_channel(f"127.0.0.1:{audit_app.port}")
     stub = audit_pb2_grpc.AuditServiceStub(channel)
     found: list[str] = []
     cursor = ""

@@ -44,7 +44,7 @@ async def outage_app(outage_db: str, start_audit: Any) -> AuditApp:
 
 @pytest.fixture
 async def outage_stub(outage_app: AuditApp) -> AsyncIterator[Any]:
-    channel = open_channel(f"127.0.0.1:{outage_app.port}", "audit", max_attempts=1)
+    channel = open_channel(f"127.0.0.1:{outage_app.port}", max_attempts=1)
     yield audit_pb2_grpc.AuditServiceStub(channel)
     await channel.close()
 

@@ -260,7 +260,7 @@ async def test_a_cursor_is_refused_with_another_filter(
 @pytest.fixture
 async def capped_stub(audit_db: str, start_audit: Any) -> AsyncIterator[Any]:
     app: AuditApp = await start_audit(audit_db, count_limit=10)
-    channel = open_channel(f"127.0.0.1:{app.port}", "audit")
+    channel = open_channel(f"127.0.0.1:{app.port}")
     yield audit_pb2_grpc.AuditServiceStub(channel)
     await channel.close()
 

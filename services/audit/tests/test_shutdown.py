@@ -71,7 +71,7 @@ async def test_sigterm_mid_burst_loses_nothing_acknowledged(
     make_event: EventFactory,
 ) -> None:
     proc, grpc_port, metrics_port = service_process
-    channel = open_channel(f"127.0.0.1:{grpc_port}", "audit", max_attempts=1)
+    channel = open_channel(f"127.0.0.1:{grpc_port}", max_attempts=1)
     health = health_pb2_grpc.HealthStub(channel)
     await health.Check(health_pb2.HealthCheckRequest(), timeout=30, wait_for_ready=True)
     stub = audit_pb2_grpc.AuditServiceStub(channel)

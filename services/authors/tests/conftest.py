@@ -57,7 +57,7 @@ async def _serve(settings: Settings) -> AsyncIterator[AuthorsServiceAsyncStub]:
     service = build_app(settings).grpc_service(settings)
     await service.start()
     # No client retries: the tests look at each call's own status.
-    channel = open_channel(f"127.0.0.1:{service.port}", "authors", max_attempts=1)
+    channel = open_channel(f"127.0.0.1:{service.port}", max_attempts=1)
     try:
         yield AuthorsServiceStub(channel)
     finally:

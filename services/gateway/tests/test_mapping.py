@@ -177,10 +177,15 @@ async def test_only_an_upstream_in_trouble_opens_its_breaker(
     async def failing(request: object, **options: object) -> None:
         raise _rpc_error(code)
 
+    class Failing:
+        def __init__(self, channel: grpc.aio.Channel) -> None:
+            self.GetAuthor = failing
+
+    stub = upstreams.authors.stub(Failing)
     try:
         for _ in range(3):
             with pytest.raises(ApiError):
-                await upstreams.authors.call(failing, None)
+                await upstreams.authors.call(stub.GetAuthor, None)  # type: ignore[arg-type]
         state = REGISTRY.get_sample_value("circuit_breaker_state", {"service": "authors"})
         assert state == (1 if opens else 0)
     finally:

@@ -91,7 +91,7 @@ async def start_service(rules_path: Path) -> AsyncIterator[StartService]:
         }
         running = await build(Settings(**values))  # type: ignore[arg-type]
         await running.grpc.start()
-        channel = open_channel(f"127.0.0.1:{running.grpc.port}", "ratelimit", max_attempts=1)
+        channel = open_channel(f"127.0.0.1:{running.grpc.port}", max_attempts=1)
         started.append((running, channel))
         return running, ratelimit_pb2_grpc.RateLimitServiceStub(channel)
 

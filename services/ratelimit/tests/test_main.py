@@ -42,7 +42,7 @@ async def test_the_entry_point_serves_the_shipped_rules_and_stops_on_sigterm(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    channel = open_channel(f"127.0.0.1:{grpc_port}", "ratelimit", max_attempts=1)
+    channel = open_channel(f"127.0.0.1:{grpc_port}", max_attempts=1)
     try:
         health = health_pb2_grpc.HealthStub(channel)
         check = health_pb2.HealthCheckRequest(service="gatehouse.ratelimit.v1.RateLimitService")

@@ -7,11 +7,13 @@ constraint, not a prior lookup, decides duplicates, so concurrent creates cannot
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Integer,
     Select,
     and_,
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
+from sqlalchemy.util import greenlet_spawn
 
 from gatehouse_authors.database import database_errors
 from gatehouse_authors.domain import Author, AuthorFilter, Total
@@ -64,6 +67,7 @@ def _escape_like(text: str) -> str:
 # Statements are built once per shape with bound parameters, not once per call:
 # constructing SQLAlchemy expressions costs more than executing a cached one.
 Params = dict[str, Any]
+T = TypeVar("T")
 Shape = tuple[bool, bool, bool]
 
 
@@ -177,15 +181,29 @@ class AuthorRepository:
     """Author rows in PostgreSQL."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self._engine = engine.sync_engine
+
+    async def _on_connection(self, work: Callable[[Connection], T]) -> T:
+        """`work` on a pooled connection: checkout, statements and checkin in one greenlet.
+
+        `AsyncConnection` spends a greenlet on each of them (three per call); each new
+        greenlet maps and unmaps a Python frame stack, about 60 µs of CPU per call in
+        all on this workload. The asyncpg dialect still awaits on the event loop inside.
+        """
+
+        def run() -> T:
+            with self._engine.connect() as conn:
+                return work(conn)
+
+        with database_errors():
+            return cast(T, await greenlet_spawn(run))
 
     async def _one(self, operation: str, statement: Any, params: Params) -> Any:
-        with database_errors():
-            async with self._engine.connect() as conn:
-                result = await conn.execute(
-                    statement, params, execution_options={"operation": operation}
-                )
-                return result.first()
+        def first(conn: Connection) -> Any:
+            options = {"operation": operation}
+            return conn.execute(statement, params, execution_options=options).first()
+
+        return await self._on_connection(first)
 
     async def insert(self, name: str) -> Author:
         """Store a new author; `AlreadyExists` if the name is taken."""
@@ -245,33 +263,25 @@ class AuthorRepository:
         statement, params = listing_query(
             author_filter, after_id=after_id, offset=offset, limit=limit, exact_limit=exact_limit
         )
-        with database_errors():
-            async with self._engine.connect() as conn:
-                result = await conn.execute(
-                    statement, params, execution_options={"operation": "list"}
-                )
-                rows = result.all()
-                if rows:
-                    counted = int(rows[0][-1])
-                else:
-                    # Past the last page the count has no row to ride on.
-                    count, count_params = bounded_count_query(author_filter, exact_limit + 1)
-                    counted = int(
-                        await conn.scalar(
-                            count, count_params, execution_options={"operation": "count"}
-                        )
-                        or 0
-                    )
-                found = [_author(row[:-1]) for row in rows]
-                if counted <= exact_limit:
-                    return found, Total(counted, estimated=False)
-                matching, matching_params = matching_query(author_filter)
-                plan = await conn.scalar(
-                    Explain(matching),
-                    matching_params,
-                    execution_options={"operation": "estimate"},
-                )
-        return found, Total(max(_plan_rows(plan), exact_limit + 1), estimated=True)
+
+        def run(conn: Connection) -> tuple[list[Author], Total]:
+            rows = conn.execute(statement, params, execution_options={"operation": "list"}).all()
+            if rows:
+                counted = int(rows[0][-1])
+            else:
+                # Past the last page the count has no row to ride on.
+                count, count_params = bounded_count_query(author_filter, exact_limit + 1)
+                options = {"operation": "count"}
+                counted = int(conn.scalar(count, count_params, execution_options=options) or 0)
+            found = [_author(row[:-1]) for row in rows]
+            if counted <= exact_limit:
+                return found, Total(counted, estimated=False)
+            matching, matching_params = matching_query(author_filter)
+            options = {"operation": "estimate"}
+            plan = conn.scalar(Explain(matching), matching_params, execution_options=options)
+            return found, Total(max(_plan_rows(plan), exact_limit + 1), estimated=True)
+
+        return await self._on_connection(run)
 
 
 def _plan_rows(plan: Any) -> int:

@@ -14,9 +14,10 @@ lets the request through, closed refuses it with 503; both are counted.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
 from prometheus_client import Counter
 
 from gatehouse_gateway.errors import ApiError, ErrorCode
@@ -121,7 +122,7 @@ class RateLimiter:
     def __init__(self, upstream: Upstream, fail_open: bool) -> None:
         self._upstream = upstream
         # Every decision counts a hit, so it is never retried: the write channel.
-        self._stub = ratelimit_pb2_grpc.RateLimitServiceStub(upstream.write_channel)
+        self._stub = upstream.stub(ratelimit_pb2_grpc.RateLimitServiceStub, writes=True)
         self.fail_open = fail_open
 
     def _unreachable(self, error: ApiError) -> RateDecision:
@@ -179,7 +180,7 @@ class RateLimiter:
 
     async def _lease(
         self,
-        rpc: Callable[..., Awaitable[ratelimit_pb2.LeaseResponse]],
+        rpc: grpc.aio.UnaryUnaryMultiCallable[Any, ratelimit_pb2.LeaseResponse],
         request: ratelimit_pb2.AcquireLeaseRequest | ratelimit_pb2.RenewLeaseRequest,
     ) -> LeaseDecision:
         try:

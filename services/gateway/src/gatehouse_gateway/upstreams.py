@@ -9,8 +9,8 @@ answers a prompt 503 instead of a hang or a pile of waiting calls.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,7 +21,7 @@ from purgatory.domain.model import OpenedState
 
 from gatehouse_gateway.errors import from_grpc, service_unavailable
 from gatehouse_gateway.settings import Settings
-from gatehouse_kit.grpc_client import open_channel
+from gatehouse_kit.grpc_client import open_channel, unary
 from gatehouse_protos.audit.v1 import audit_pb2_grpc
 from gatehouse_protos.authors.v1 import authors_pb2_grpc
 
@@ -47,8 +47,8 @@ _BREAKER_FAILURES = frozenset(
     }
 )
 
-Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+Stub = TypeVar("Stub")
 
 
 def _not_a_failure(error: BaseException) -> bool:
@@ -76,24 +76,44 @@ class Upstream:
         self.name = name
         self.deadline = deadline
         self.read_channel = open_channel(
-            target, name, authority=authority or None, max_attempts=read_attempts
+            target, authority=authority or None, max_attempts=read_attempts
         )
-        self.write_channel = open_channel(target, name, authority=authority or None, max_attempts=1)
+        self.write_channel = open_channel(target, authority=authority or None, max_attempts=1)
         self._breakers = breakers
+        # Method names by callable, for the metrics of `call`; filled by `stub`.
+        self._methods: dict[object, str] = {}
         CIRCUIT_BREAKER_STATE.labels(name).set(0)
+
+    def stub(self, factory: Callable[[grpc.aio.Channel], Stub], *, writes: bool = False) -> Stub:
+        """A generated stub on the retrying read channel, or on the write channel (no
+        retries: a retried write could apply twice), whose methods `call` accepts."""
+        stub = factory(self.write_channel if writes else self.read_channel)
+        for method, rpc in vars(stub).items():
+            self._methods[rpc] = method
+        return stub
 
     async def call(
         self,
-        rpc: Callable[..., Awaitable[Resp]],
+        rpc: grpc.aio.UnaryUnaryMultiCallable[Any, Resp],
         request: Any,
         *,
         deadline: float | None = None,
     ) -> Resp:
-        """`await rpc(request)` with a deadline, through the breaker, errors as ApiError."""
+        """`await rpc(request)` with a deadline, through the breaker, errors as ApiError;
+        `rpc` is a method of a stub made by `stub`."""
         breaker = await self._breakers.get_breaker(self.name)
         try:
             async with breaker:
-                return await rpc(request, timeout=deadline or self.deadline)
+                return cast(
+                    Resp,
+                    await unary(
+                        rpc,
+                        request,
+                        service=self.name,
+                        method=self._methods[rpc],
+                        deadline=deadline or self.deadline,
+                    ),
+                )
         except OpenedState:
             raise service_unavailable(self.name) from None
         except grpc.aio.AioRpcError as error:
@@ -141,9 +161,9 @@ class Upstreams:
             "ratelimit", settings.ratelimit_target, settings.ratelimit_authority
         )
         self.ratelimit.deadline = settings.ratelimit_deadline_seconds
-        self.authors_reads = authors_pb2_grpc.AuthorsServiceStub(self.authors.read_channel)
-        self.authors_writes = authors_pb2_grpc.AuthorsServiceStub(self.authors.write_channel)
-        self.audit_reads = audit_pb2_grpc.AuditServiceStub(self.audit.read_channel)
+        self.authors_reads = self.authors.stub(authors_pb2_grpc.AuthorsServiceStub)
+        self.authors_writes = self.authors.stub(authors_pb2_grpc.AuthorsServiceStub, writes=True)
+        self.audit_reads = self.audit.stub(audit_pb2_grpc.AuditServiceStub)
 
     def all(self) -> tuple[Upstream, ...]:
         """Every upstream, for health checks and shutdown."""

@@ -73,7 +73,7 @@ class AuditClient:
         counts: AuditCounts = AUDIT_COUNTS,
     ) -> None:
         if isinstance(channel_or_target, str):
-            self._channel = open_channel(channel_or_target, "audit", max_attempts=1)
+            self._channel = open_channel(channel_or_target, max_attempts=1)
             self._owns_channel = True
         else:
             self._channel = channel_or_target
