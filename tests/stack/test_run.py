@@ -54,6 +54,24 @@ def test_status_lists_every_program_running(native_stack: Stack) -> None:
         assert lines.get(program) == "RUNNING", result.stdout
 
 
+def _reserved_ports() -> set[int]:
+    text = Path("/proc/sys/net/ipv4/ip_local_reserved_ports").read_text().strip()
+    ports: set[int] = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        ports.update(range(int(low), int(high or low) + 1))
+    return ports
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may reserve ports")
+def test_grpc_ports_are_kept_out_of_ephemeral_assignment(native_stack: Stack) -> None:
+    """An outgoing connection must not take a service's gRPC port as its local port."""
+    reserved = _reserved_ports()
+    for k, process in enumerate(("authors", "audit", "ratelimit")):
+        for replica in range(native_stack.replicas(process)):
+            assert 50051 + k + 100 * replica in reserved, (process, replica)
+
+
 def test_ctrl_c_stops_a_foreground_run_cleanly(native_stack: Stack) -> None:
     """`make run` in a terminal: ready, URLs and users printed, Ctrl-C stops every program."""
     counts = {f"{p.upper()}_REPLICAS": str(native_stack.replicas(p)) for p in PROCESSES}
