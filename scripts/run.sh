@@ -58,24 +58,6 @@ Development users (realm gatehouse, client gatehouse-web; passwords are for deve
 TEXT
 }
 
-# The services' gRPC ports (50051-50053, +100 per replica) lie inside Linux's ephemeral
-# port range: an outgoing connection that happens to get one as its local port keeps
-# the service from binding it. Take them out of automatic assignment where this shell
-# may (root); elsewhere say so.
-reserve_grpc_ports() {
-  local file=/proc/sys/net/ipv4/ip_local_reserved_ports ranges="" k replicas=1 n current
-  for n in "$GATEWAY_REPLICAS" "$AUTHORS_REPLICAS" "$AUDIT_REPLICAS" "$RATELIMIT_REPLICAS"; do
-    ((n > replicas)) && replicas=$n
-  done
-  for ((k = 0; k < replicas; k++)); do
-    ranges+="${ranges:+,}$((50051 + 100 * k))-$((50053 + 100 * k))"
-  done
-  current="$(cat "$file" 2>/dev/null || true)"
-  if ! { [ -w "$file" ] && echo "${current:+$current,}$ranges" > "$file"; } 2>/dev/null; then
-    log "could not reserve ports $ranges (net.ipv4.ip_local_reserved_ports); a service may fail to bind one in use"
-  fi
-}
-
 # One start or stop at a time (several test sessions may ask for the stack at once).
 lock() { mkdir -p "$GATEHOUSE_STATE"; exec 9>"$GATEHOUSE_STATE/run.lock"; flock 9; }
 
@@ -103,7 +85,7 @@ up() {
   bash "$REPO_ROOT/scripts/install-keycloak.sh" >/dev/null
   bash "$REPO_ROOT/scripts/postgres.sh" start
   bash "$REPO_ROOT/scripts/redis.sh" start
-  reserve_grpc_ports
+  bash "$REPO_ROOT/scripts/reserve-ports.sh"
   mkdir -p "$GATEHOUSE_STATE/logs" "$GATEHOUSE_STATE/prometheus/data"
   bash "$REPO_ROOT/scripts/dev-cert.sh" "$GATEHOUSE_TLS_DIR"
   bash "$REPO_ROOT/scripts/prometheus-targets.sh" "$GATEHOUSE_STATE/prometheus/targets" 127.0.0.1:8082
