@@ -35,7 +35,7 @@ from gatehouse_protos.websocket import websocket_pb2
 # Far above every deadline of the gateway (3 s per upstream call, 0.5 s for a rate-limit
 # decision, 3 s for JWKS): an answer slower than this is a hang.
 CLIENT_TIMEOUT = 20.0
-# Error codes of CONTRACT.md that a 5xx may carry while a dependency is away.
+# Error codes of docs/api.md that a 5xx may carry while a dependency is away.
 DOCUMENTED_5XX = frozenset({"service_unavailable", "upstream_timeout"})
 # WebSocket status_code 7: UNAVAILABLE (the 503/504 of the socket protocol).
 WS_OK, WS_ERROR, WS_UNAVAILABLE = 0, 1, 7
@@ -101,7 +101,7 @@ class Outcome:
 
 
 def _error_of(body: Any) -> tuple[str | None, str | None]:
-    """(code, details.service) of an error body in the shape of CONTRACT.md.
+    """(code, details.service) of an error body in the shape of docs/api.md (Errors).
 
     A /health report naming services that are down counts as `service_unavailable`
     of those services (its documented 503).

@@ -19,7 +19,7 @@ import pytest
 
 from tests.harness.stack import Stack
 
-# CONTRACT.md's development users.
+# The realm's development users (docs/operations.md, Development users).
 USERS = ("admin", "editor", "viewer", "auditor", "nobody")
 # A token is fetched again when it has less than this left (the realm gives 300 s).
 TOKEN_MARGIN_SECONDS = 60.0
@@ -58,7 +58,7 @@ class Tokens:
 
 @pytest.fixture(scope="session")
 def tokens(stack: Stack) -> Tokens:
-    """Tokens of CONTRACT.md's five users."""
+    """Tokens of the realm's five development users."""
     return Tokens(stack)
 
 

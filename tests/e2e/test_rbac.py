@@ -1,4 +1,4 @@
-"""Every route for every user of CONTRACT.md, with real Keycloak tokens, through Traefik.
+"""Every route for every development user, with real Keycloak tokens, through Traefik.
 
 The gateway's own tests cover the details of each answer; this table proves the real
 path: tokens issued by Keycloak, Traefik's routers and middlewares, the real services.

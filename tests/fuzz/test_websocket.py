@@ -29,7 +29,7 @@ from tests.harness.stack import Stack
 
 # docs/websocket.md: policy violation (repeated abuse), message too big, bad auth frame.
 DOCUMENTED_CLOSES = frozenset({1008, 1009, 4001})
-# status_code 0..7 of CONTRACT.md but 1, ERROR: an internal failure, never right for input.
+# status_code 0..7 of docs/websocket.md but 1, ERROR: an internal failure, never right for input.
 ANSWERS = frozenset(range(8)) - {1}
 FRAME_LIMIT = 64 * 1024
 ANSWER_TIMEOUT = 10.0

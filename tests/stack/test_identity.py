@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness.stack import CLIENT_ID, ISSUER, Stack
 
-# deploy/keycloak/gatehouse-realm.json, as CONTRACT.md lists the users.
+# deploy/keycloak/gatehouse-realm.json, as docs/api.md and docs/operations.md list the users.
 ROLES = {
     "admin": {
         "get-authors",

@@ -24,7 +24,7 @@ log = structlog.get_logger(__name__)
 
 
 class ErrorCode(StrEnum):
-    """The error codes of CONTRACT.md."""
+    """The public error codes (docs/api.md, Errors)."""
 
     INVALID_DATA = "invalid_data"
     VALIDATION_ERROR = "validation_error"
@@ -143,7 +143,7 @@ def _violations(error: grpc.aio.AioRpcError) -> list[dict[str, str]]:
 
 
 def from_grpc(error: grpc.aio.AioRpcError, service: str) -> ApiError:
-    """Map a failed upstream call onto the public error of CONTRACT.md.
+    """Map a failed upstream call onto the public error of docs/api.md (Errors).
 
     Messages of client errors (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
     FAILED_PRECONDITION) come from our own services and are safe to show; for anything
@@ -249,7 +249,7 @@ def internal_error() -> ApiError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every failure of `app` answer in the shape of CONTRACT.md."""
+    """Make every failure of `app` answer in the error shape of docs/api.md."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)

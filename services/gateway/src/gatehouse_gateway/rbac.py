@@ -1,8 +1,8 @@
 """The one definition of roles, and how HTTP routes and WebSocket handlers demand them.
 
-`admin` satisfies every role: CONTRACT.md grants the admin user every role and lets
-`admin` read audit logs in place of `view-audit-logs`, so a realm that gives an
-administrator only `admin` still works everywhere.
+`admin` satisfies every role: the realm's admin user holds every role, and `admin`
+reads audit logs in place of `view-audit-logs` (docs/api.md, Authentication and roles),
+so a realm that gives an administrator only `admin` still works everywhere.
 """
 
 from __future__ import annotations

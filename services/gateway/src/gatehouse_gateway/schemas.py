@@ -90,7 +90,7 @@ class AuditLogPage(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """`code` is one of CONTRACT.md's error codes; `details` depends on the code."""
+    """`code` is one of the error codes of docs/api.md; `details` depends on the code."""
 
     code: str
     msg: str

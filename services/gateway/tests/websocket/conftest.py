@@ -416,6 +416,6 @@ def ws() -> Connect:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    """The whole platform behind Traefik, with CONTRACT.md's Keycloak users."""
+    """The whole platform behind Traefik, with the realm's development users."""
     with running_stack() as running:
         yield running

@@ -1,4 +1,4 @@
-"""/web through Traefik with real Keycloak tokens of CONTRACT.md's users."""
+"""/web through Traefik with real Keycloak tokens of the realm's development users."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 
-# The headers CONTRACT.md asks of every response, as the edge sets them on HTTP answers.
+# The headers docs/api.md asks of every response, as the edge sets them on HTTP answers.
 SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
     "X-Content-Type-Options": "nosniff",

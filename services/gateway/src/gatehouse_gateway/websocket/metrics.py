@@ -1,4 +1,4 @@
-"""The WebSocket metrics SREs rely on (CONTRACT.md), declared once for the gateway."""
+"""The WebSocket metrics SREs rely on (docs/websocket.md), declared once for the gateway."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from gatehouse_gateway.websocket.protocol import Codec, Frame
 
 log = structlog.get_logger(__name__)
 
-# Close codes of CONTRACT.md and RFC 6455 that this endpoint uses.
+# Close codes of docs/websocket.md and RFC 6455 that this endpoint uses.
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
