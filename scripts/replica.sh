@@ -10,11 +10,11 @@ case "$process" in
   gateway)
     export GATEWAY_HTTP_PORT=$((8000 + offset)) GATEWAY_METRICS_PORT=$((9100 + offset)) ;;
   authors)
-    export AUTHORS_GRPC_PORT=$((50051 + offset)) AUTHORS_METRICS_PORT=$((9101 + offset)) ;;
+    export AUTHORS_GRPC_PORT=$((7051 + offset)) AUTHORS_METRICS_PORT=$((9101 + offset)) ;;
   audit)
-    export AUDIT_GRPC_PORT=$((50052 + offset)) AUDIT_METRICS_PORT=$((9102 + offset)) ;;
+    export AUDIT_GRPC_PORT=$((7052 + offset)) AUDIT_METRICS_PORT=$((9102 + offset)) ;;
   ratelimit)
-    export RATELIMIT_GRPC_PORT=$((50053 + offset)) RATELIMIT_METRICS_PORT=$((9103 + offset)) ;;
+    export RATELIMIT_GRPC_PORT=$((7053 + offset)) RATELIMIT_METRICS_PORT=$((9103 + offset)) ;;
   *) echo "unknown process: $process" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."

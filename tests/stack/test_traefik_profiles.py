@@ -124,7 +124,7 @@ def test_named_replica_hosts_follow_the_replica_counts(
         return sorted(server["url"] for server in found["loadBalancer"]["servers"])
 
     assert servers("gateway") == ["http://gateway-0:8000", "http://gateway-1:8100"]
-    assert servers("authors") == ["h2c://authors-0:50051", "h2c://authors-1:50151"]
+    assert servers("authors") == ["h2c://authors-0:7051", "h2c://authors-1:7151"]
     assert servers("metrics-authors-1") == ["http://authors-1:9201"]
     assert servers("keycloak") == ["http://keycloak:8180"]
 

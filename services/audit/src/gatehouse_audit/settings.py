@@ -13,7 +13,7 @@ class Settings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="AUDIT_", extra="ignore", frozen=True)
 
-    grpc_port: int = 50052
+    grpc_port: int = 7052
     metrics_port: int = 9102
     database_url: str = "postgresql://gatehouse:gatehouse@127.0.0.1:5432/audit"
     # Run the Alembic migrations at start-up (development); production runs

@@ -16,7 +16,7 @@ class Settings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="AUTHORS_", extra="ignore", frozen=True)
 
-    grpc_port: int = 50051
+    grpc_port: int = 7051
     metrics_port: int = 9101
     database_url: str = "postgresql://gatehouse:gatehouse@127.0.0.1:5432/authors"
     redis_url: str = "redis://127.0.0.1:6379/0"

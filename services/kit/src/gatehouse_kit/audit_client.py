@@ -2,7 +2,7 @@
 
 Use from the event loop's thread::
 
-    client = AuditClient("127.0.0.1:50052", capacity=10_000)
+    client = AuditClient("127.0.0.1:7052", capacity=10_000)
     await client.start()
     accepted = client.enqueue(event)       # never waits; False when the buffer is full
     await client.close(timeout=5.0)        # flushes, then gives up on the rest

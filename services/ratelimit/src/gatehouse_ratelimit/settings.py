@@ -18,7 +18,7 @@ class Settings(ServiceSettings):
         env_prefix="RATELIMIT_", extra="ignore", frozen=True, populate_by_name=True
     )
 
-    grpc_port: int = 50053
+    grpc_port: int = 7053
     metrics_port: int = 9103
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Relative paths are looked up in the working directory, then in the source checkout.
