@@ -59,18 +59,34 @@ TEXT
 }
 
 # One start or stop at a time (several test sessions may ask for the stack at once).
-lock() { mkdir -p "$GATEHOUSE_STATE"; exec 9>"$GATEHOUSE_STATE/run.lock"; flock 9; }
+# The lock is fd 9 of this shell only: every program started under it gets `9>&-`, so
+# no daemon keeps it once this shell lets go. Its holder is written into the lock file.
+lockfile="$GATEHOUSE_STATE/run.lock"
+lock() {
+  mkdir -p "$GATEHOUSE_STATE"
+  exec 9<>"$lockfile"  # opened without truncating: the holder's line stays readable
+  if ! flock -n 9; then
+    log "waiting for the lock ($lockfile), held by: $(head -n 1 "$lockfile" 2>/dev/null || echo unknown)"
+    if ! flock -w "${GATEHOUSE_LOCK_WAIT_SECONDS:-300}" 9; then
+      log "gave up after ${GATEHOUSE_LOCK_WAIT_SECONDS:-300}s; the holder is: $(head -n 1 "$lockfile" 2>/dev/null || echo unknown)"
+      exit 4
+    fi
+  fi
+  printf 'pid %s: run.sh %s (since %s)\n' "$$" "$*" "$(date -u +%H:%M:%SZ)" >"$lockfile"
+}
+unlock() { : >"$lockfile"; exec 9>&-; }
 
 up() {
   local detached="$1" started
   started=$(date +%s)
-  lock
+  lock "up$([ "$detached" = yes ] && echo ' -d')"
   if running; then
     if [ "$detached" = yes ]; then
       log "already running; checking readiness"
       # The running stack's replica counts, whatever this shell asked for.
       set -a; source "$GATEHOUSE_STATE/replicas.env"; set +a
       "$venv_bin/python" "$REPO_ROOT/scripts/stack_ready.py" --timeout 180
+      unlock
       print_urls
       return 0
     fi
@@ -79,13 +95,13 @@ up() {
   fi
   # Install only what is missing (make run has already run bootstrap.sh).
   if ! command -v prometheus >/dev/null 2>&1 || ! command -v uv >/dev/null 2>&1 || [ ! -x "$venv_bin/supervisord" ]; then
-    bash "$REPO_ROOT/scripts/bootstrap.sh"
+    bash "$REPO_ROOT/scripts/bootstrap.sh" 9>&-
   fi
-  TRAEFIK_BIN="$(bash "$REPO_ROOT/scripts/install-traefik.sh")"
-  bash "$REPO_ROOT/scripts/install-keycloak.sh" >/dev/null
-  bash "$REPO_ROOT/scripts/postgres.sh" start
-  bash "$REPO_ROOT/scripts/redis.sh" start
-  bash "$REPO_ROOT/scripts/reserve-ports.sh"
+  TRAEFIK_BIN="$(bash "$REPO_ROOT/scripts/install-traefik.sh" 9>&-)"
+  bash "$REPO_ROOT/scripts/install-keycloak.sh" >/dev/null 9>&-
+  # PostgreSQL and Redis outlive this shell: they must not inherit the lock.
+  bash "$REPO_ROOT/scripts/postgres.sh" start 9>&-
+  bash "$REPO_ROOT/scripts/redis.sh" start 9>&-
   mkdir -p "$GATEHOUSE_STATE/logs" "$GATEHOUSE_STATE/prometheus/data"
   bash "$REPO_ROOT/scripts/dev-cert.sh" "$GATEHOUSE_TLS_DIR"
   bash "$REPO_ROOT/scripts/prometheus-targets.sh" "$GATEHOUSE_STATE/prometheus/targets" 127.0.0.1:8082
@@ -108,8 +124,8 @@ up() {
   fi
   log "ready in $(($(date +%s) - started))s"
   print_urls
+  unlock
   [ "$detached" = yes ] && return 0
-  exec 9>&-
   echo "Ctrl-C stops everything."
   # Wait in the background so that the trap runs as soon as a signal arrives.
   while running; do sleep 2 & wait $! || true; done
@@ -119,7 +135,7 @@ up() {
 cmd="${1:-up}"
 case "$cmd" in
   up) if [ "${2:-}" = "-d" ]; then up yes; else up no; fi ;;
-  down) lock; stop_stack ;;
+  down) lock down; stop_stack; unlock ;;
   status) if running; then ctl status; else echo "not running"; exit 3; fi ;;
   ctl) shift; ctl "$@" ;;
   *) echo "usage: $0 [up [-d] | down | status | ctl ARGS...]" >&2; exit 2 ;;
