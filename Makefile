@@ -1,27 +1,31 @@
-# The verbs people type. Each calls a real script; see README.md.
-.PHONY: bootstrap run down test lint protos bench
+# The verbs people type. Each calls a real script; see README.md. `make` alone lists them.
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap run down test lint protos bench
 
-bootstrap:
+help: ## list the verbs
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+bootstrap: ## install what the machine lacks (Debian packages, uv, Traefik, Keycloak, buf, ghz)
 	@bash scripts/bootstrap.sh
 
-run: bootstrap
+run: bootstrap ## start the whole platform in the foreground; Ctrl-C stops it
 	@bash scripts/run.sh
 
-down:
+down: ## stop a detached platform
 	@bash scripts/run.sh down
 
-test: bootstrap
+test: bootstrap ## run every test against the real programs (starts the platform if needed)
 	@uv run python scripts/protos.py --check
 	@uv run pytest --cov --cov-report=term
 
-lint:
+lint: ## ruff, mypy --strict and buf lint on all hand-written code
 	@"$$(bash scripts/install-buf.sh)" lint protos
 	@uv run ruff check .
 	@uv run ruff format --check .
-	@uv run mypy services tests benchmarks scripts
+	@uv run --group bench mypy services tests benchmarks scripts
 
-protos:
+protos: ## regenerate the gRPC stubs from protos/
 	@uv run python scripts/protos.py
 
-bench: bootstrap
-	@uv run python -m benchmarks
+bench: bootstrap ## run the benchmarks and write benchmarks/results/
+	@uv run --group bench python -m benchmarks

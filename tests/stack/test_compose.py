@@ -125,3 +125,16 @@ def test_the_gateway_trusts_only_traefik_for_forwarded_headers(compose: dict[str
     gateway = compose["services"]["gateway-0"]["environment"]
     assert gateway["GATEWAY_TRUSTED_PROXIES"] == f"{traefik_ip}/32"
     assert gateway["GATEWAY_ISSUER"] == "http://localhost:8080/auth/realms/gatehouse"
+
+
+def test_compose_runs_the_prometheus_minor_version_that_make_run_runs(
+    compose: dict[str, Any],
+) -> None:
+    """Rules and queries are tested against Debian's Prometheus; compose runs the same minor."""
+    native = subprocess.run(
+        ["prometheus", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    version = re.search(r"version (\d+\.\d+)\.", native)
+    assert version is not None, native
+    image = compose["services"]["prometheus"]["image"]
+    assert re.fullmatch(rf"prom/prometheus:v{re.escape(version.group(1))}\.\d+", image), image
