@@ -1,10 +1,11 @@
 """What benchmarks start and stop: services as subprocesses, a throwaway Traefik, tools.
 
 `child` runs a command until the benchmark is done with it: it waits for a readiness
-probe (a port, an HTTP answer, a gRPC health check or routed call) and stops the
-process (SIGTERM, then SIGKILL) whatever happens. `traefik` writes a throwaway static
-and dynamic configuration and runs the cached Traefik on it. `installed` runs one of the
-scripts/install-*.sh (each builds or fetches once, caches, and prints the binary's path).
+check of gatehouse_kit.readiness (a port, an HTTP 200, a gRPC health check or routed
+call) and stops the process (SIGTERM, then SIGKILL) whatever happens. `traefik` writes a
+throwaway static and dynamic configuration and runs the cached Traefik on it. `installed`
+runs one of the scripts/install-*.sh (each builds or fetches once, caches, and prints the
+binary's path).
 """
 
 from __future__ import annotations
@@ -13,23 +14,41 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-import grpc
-import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from gatehouse_kit.readiness import (
+    Check,
+    Probe,
+    grpc_answers,
+    grpc_serving,
+    http_ok,
+    port_open,
+    wait_until,
+)
 
-from gatehouse_kit.grpc_client import open_channel
+__all__ = [
+    "REPO",
+    "child",
+    "grpc_answers",
+    "grpc_serving",
+    "http_answers",
+    "installed",
+    "port_open",
+    "python_module",
+    "stop",
+    "traefik",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 START_WITHIN_SECONDS = 60.0
 STOP_WITHIN_SECONDS = 15.0
 POLL_SECONDS = 0.1
 
-# True once what a child serves answers; tried every POLL_SECONDS until then.
-Probe = Callable[[], Awaitable[bool]]
+# What the benchmarks wait for over HTTP: a 200.
+http_answers = http_ok
 
 TRAEFIK_STATIC = """\
 entryPoints:
@@ -68,11 +87,34 @@ async def stop(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
+async def _ready(process: asyncio.subprocess.Process, probe: Check, what: str) -> None:
+    """Return once `probe` passes; RuntimeError if the process exits first or the probe
+    has not passed within START_WITHIN_SECONDS."""
+    deadline = time.monotonic() + START_WITHIN_SECONDS
+    ready = asyncio.create_task(
+        wait_until([Probe(what, probe)], deadline=deadline, interval=POLL_SECONDS)
+    )
+    exited = asyncio.create_task(process.wait())
+    try:
+        await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (ready, exited):
+            task.cancel()
+        await asyncio.gather(ready, exited, return_exceptions=True)
+    if not ready.cancelled():
+        failures = ready.result()
+        if not failures:
+            return
+        within = f"{START_WITHIN_SECONDS:.0f} s"
+        raise RuntimeError(f"{what} was not ready within {within} ({failures[0].error})")
+    raise RuntimeError(f"{what} exited with {process.returncode}")
+
+
 @asynccontextmanager
 async def child(
-    argv: list[str], *, probe: Probe, what: str, env: dict[str, str] | None = None
+    argv: list[str], *, probe: Check, what: str, env: dict[str, str] | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`argv` with `env` added to this process's environment, once `probe` answers;
+    """`argv` with `env` added to this process's environment, once `probe` passes;
     stopped on exit. Its stdout is discarded; its stderr (warnings and worse) is kept."""
     process = await asyncio.create_subprocess_exec(
         *argv,
@@ -81,88 +123,25 @@ async def child(
         stdout=asyncio.subprocess.DEVNULL,
     )
     try:
-        try:
-            async with asyncio.timeout(START_WITHIN_SECONDS):
-                while not await probe():
-                    if process.returncode is not None:
-                        raise RuntimeError(f"{what} exited with {process.returncode}")
-                    await asyncio.sleep(POLL_SECONDS)
-        except TimeoutError:
-            within = f"{START_WITHIN_SECONDS:.0f} s"
-            raise RuntimeError(f"{what} was not ready within {within}") from None
+        await _ready(process, probe, what)
         yield process
     finally:
         await stop(process)
 
 
 def python_module(
-    module: str, env: dict[str, str], probe: Probe
+    module: str, env: dict[str, str], probe: Check
 ) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
     """`python -m module` (a service's entry point) as a `child`."""
     return child([sys.executable, "-m", module], probe=probe, what=module, env=env)
 
 
-def port_open(port: int) -> Probe:
-    """Something accepts TCP connections on 127.0.0.1:`port`."""
-
-    async def probe() -> bool:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return False
-        writer.close()
-        await writer.wait_closed()
-        return True
-
-    return probe
-
-
-def http_answers(url: str) -> Probe:
-    """`url` answers with a status below 500."""
-
-    async def probe() -> bool:
-        async with httpx.AsyncClient(timeout=1) as client:
-            try:
-                return (await client.get(url)).status_code < 500
-            except httpx.TransportError:
-                return False
-
-    return probe
-
-
-def grpc_answers(target: str, call: Callable[[grpc.aio.Channel], Awaitable[bool]]) -> Probe:
-    """`call` on a fresh channel to `target` returns True (a gRPC error counts as not yet)."""
-
-    async def probe() -> bool:
-        channel = open_channel(target, max_attempts=1)
-        try:
-            return await call(channel)
-        except grpc.aio.AioRpcError:
-            return False
-        finally:
-            await channel.close()
-
-    return probe
-
-
-def grpc_serving(target: str) -> Probe:
-    """The gRPC health check at `target` answers SERVING."""
-
-    async def check(channel: grpc.aio.Channel) -> bool:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=1
-        )
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-    return grpc_answers(target, check)
-
-
 @asynccontextmanager
 async def traefik(
-    workdir: Path, *, entrypoint: str, port: int, dynamic: str, probe: Probe
+    workdir: Path, *, entrypoint: str, port: int, dynamic: str, probe: Check
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """The cached Traefik with one entrypoint on 127.0.0.1:`port` and the `dynamic`
-    configuration (YAML) as its file provider, once `probe` answers through it."""
+    configuration (YAML) as its file provider, once `probe` passes through it."""
     binary = await installed("install-traefik.sh")
     dynamic_file = workdir / "traefik-dynamic.yml"
     dynamic_file.write_text(dynamic)

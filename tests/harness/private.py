@@ -11,8 +11,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from gatehouse_kit.readiness import wait_for_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -22,18 +23,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, up: bool, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            listening = sock.connect_ex(("127.0.0.1", port)) == 0
-        if listening == up:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not go {'up' if up else 'down'} in {timeout}s")
 
 
 class PrivatePostgres:
@@ -86,11 +75,11 @@ class PrivatePostgres:
     def start(self) -> None:
         log = self._dir / "server.log"
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self._data), "-l", str(log), "-w", "start")
-        _wait_for_port(self.port, up=True)
+        wait_for_port(self.port)
 
     def stop(self) -> None:
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self._data), "-m", "immediate", "-w", "stop")
-        _wait_for_port(self.port, up=False)
+        wait_for_port(self.port, listening=False)
 
     def destroy(self) -> None:
         if (self._data / "postmaster.pid").exists():
@@ -125,14 +114,14 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_for_port(self.port, up=True)
+        wait_for_port(self.port)
 
     def stop(self) -> None:
         if self._process is not None:
             self._process.kill()
             self._process.wait(timeout=10)
             self._process = None
-        _wait_for_port(self.port, up=False)
+        wait_for_port(self.port, listening=False)
 
     def destroy(self) -> None:
         if self._process is not None:
