@@ -164,6 +164,36 @@ async def test_create_get_update_delete_with_location_etag_and_if_match(
     assert again.status_code == 404
 
 
+async def test_a_conditional_get_of_the_current_version_is_304_without_a_body(
+    gateway: httpx.AsyncClient, realm: Realm, author: dict[str, object]
+) -> None:
+    viewer = bearer(realm, "viewer")
+    fetched = await gateway.get(f"/authors/{author['id']}", headers=viewer)
+    assert fetched.status_code == 200
+    etag = fetched.headers["etag"]
+    assert fetched.headers["cache-control"] == "private, no-cache"
+    for header in (etag, f"W/{etag}", f'"0", {etag}', "*"):
+        unchanged = await gateway.get(
+            f"/authors/{author['id']}", headers={**viewer, "If-None-Match": header}
+        )
+        assert unchanged.status_code == 304, header
+        assert unchanged.content == b""
+        assert unchanged.headers["etag"] == etag
+    renamed = await gateway.put(
+        f"/authors/{author['id']}",
+        json={"name": f"renamed {uuid.uuid4().hex}"},
+        headers=bearer(realm, "editor"),
+    )
+    assert renamed.status_code == 200
+    # The write went through this gateway: its next read sees it at once.
+    changed = await gateway.get(
+        f"/authors/{author['id']}", headers={**viewer, "If-None-Match": etag}
+    )
+    assert changed.status_code == 200
+    assert changed.json() == renamed.json()
+    assert changed.headers["etag"] == renamed.headers["etag"] != etag
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [

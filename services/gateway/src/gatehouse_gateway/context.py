@@ -8,6 +8,7 @@ import redis.asyncio as redis
 from starlette.requests import HTTPConnection
 
 from gatehouse_gateway.auth import TokenVerifier
+from gatehouse_gateway.cache import AuthorCache
 from gatehouse_gateway.ratelimiting import RateLimiter
 from gatehouse_gateway.settings import Settings
 from gatehouse_gateway.upstreams import Upstreams
@@ -24,6 +25,7 @@ class GatewayContext:
     rate_limiter: RateLimiter
     audit: AuditClient
     redis: redis.Redis
+    author_cache: AuthorCache
     # Set once shutdown begins: /health/live and /health/ready answer 503, so that the
     # load balancer stops sending traffic before the port closes.
     draining: bool = field(default=False)
@@ -42,6 +44,9 @@ class GatewayContext:
                 upstreams.audit.write_channel, capacity=settings.audit_buffer_capacity
             ),
             redis=redis.Redis.from_url(settings.redis_url),
+            author_cache=AuthorCache(
+                settings.author_cache_max_entries, settings.author_cache_ttl_seconds
+            ),
         )
 
     async def start(self) -> None:

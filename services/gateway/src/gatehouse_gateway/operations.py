@@ -13,12 +13,15 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gatehouse_gateway.cache import AuthorCache
 from gatehouse_gateway.upstreams import Upstreams
 from gatehouse_protos.audit.v1 import audit_pb2
 from gatehouse_protos.authors.v1 import authors_pb2
 from gatehouse_protos.common.v1 import pagination_pb2
 
 DEFAULT_PER_PAGE = 50
+# The version of a tombstone left by a deletion through this process: above any real one.
+DELETED_VERSION = 2**63
 MAX_PER_PAGE = 1000
 
 _OUTCOMES = {
@@ -88,8 +91,11 @@ def author_json(author: authors_pb2.Author) -> dict[str, Any]:
     }
 
 
-def _versioned(author: authors_pb2.Author) -> VersionedAuthor:
-    return VersionedAuthor(author_json(author), author.version)
+def _remembered(cache: AuthorCache, author: authors_pb2.Author) -> VersionedAuthor:
+    """The author's public shape, also kept in the edge cache."""
+    versioned = VersionedAuthor(author_json(author), author.version)
+    cache.put(author.id, versioned.data, author.version)
+    return versioned
 
 
 def meta_json(meta: pagination_pb2.PageMeta) -> dict[str, Any]:
@@ -135,41 +141,53 @@ async def list_authors_page(
     return {"items": [author_json(a) for a in reply.authors], "meta": meta_json(reply.meta)}
 
 
-async def get_author(upstreams: Upstreams, author_id: int) -> VersionedAuthor:
-    """The author `author_id` (404 when missing)."""
+async def get_author(upstreams: Upstreams, cache: AuthorCache, author_id: int) -> VersionedAuthor:
+    """The author `author_id` (404 when missing), from the edge cache when it holds it."""
+    cached = cache.get(author_id)
+    if cached is not None:
+        return VersionedAuthor(cached.data, cached.version)
     reply = await upstreams.authors.call(
         upstreams.authors_reads.GetAuthor, authors_pb2.GetAuthorRequest(id=author_id)
     )
-    return _versioned(reply)
+    return _remembered(cache, reply)
 
 
-async def create_author(upstreams: Upstreams, name: str) -> VersionedAuthor:
+async def create_author(upstreams: Upstreams, cache: AuthorCache, name: str) -> VersionedAuthor:
     """A new author (409 when the name is taken)."""
     reply = await upstreams.authors.call(
         upstreams.authors_writes.CreateAuthor, authors_pb2.CreateAuthorRequest(name=name)
     )
-    return _versioned(reply)
+    return _remembered(cache, reply)
 
 
 async def update_author(
-    upstreams: Upstreams, author_id: int, name: str, expected_version: int | None = None
+    upstreams: Upstreams,
+    cache: AuthorCache,
+    author_id: int,
+    name: str,
+    expected_version: int | None = None,
 ) -> VersionedAuthor:
     """Rename an author; with `expected_version`, only if it is still that version (412)."""
     reply = await upstreams.authors.call(
         upstreams.authors_writes.UpdateAuthor,
         authors_pb2.UpdateAuthorRequest(id=author_id, name=name, expected_version=expected_version),
     )
-    return _versioned(reply)
+    return _remembered(cache, reply)
 
 
 async def delete_author(
-    upstreams: Upstreams, author_id: int, expected_version: int | None = None
+    upstreams: Upstreams,
+    cache: AuthorCache,
+    author_id: int,
+    expected_version: int | None = None,
 ) -> None:
     """Delete an author (404 when missing; 412 on a stale `expected_version`)."""
     await upstreams.authors.call(
         upstreams.authors_writes.DeleteAuthor,
         authors_pb2.DeleteAuthorRequest(id=author_id, expected_version=expected_version),
     )
+    # Ids are never reused: the deletion outranks any version a read may still bring.
+    cache.put(author_id, None, DELETED_VERSION)
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:

@@ -64,6 +64,10 @@ class Settings(ServiceSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     authors_events_channel: str = "gatehouse:authors:events"
+    # The edge cache of author reads (docs/performance.md, Edge cache): its bound, and the
+    # longest an entry is served when its change event was lost. 0 entries: no cache.
+    author_cache_max_entries: int = Field(default=10_000, ge=0)
+    author_cache_ttl_seconds: float = Field(default=5.0, gt=0)
 
     trusted_proxies: CommaList = ("127.0.0.1/32", "::1/128")
     max_body_bytes: int = 1024 * 1024

@@ -28,6 +28,7 @@ async def start_websockets(app: FastAPI) -> WebSocketHub:
         context.redis,
         context.settings.authors_events_channel,
         context.rate_limiter,
+        context.author_cache,
     )
     app.state.websocket_hub = hub
     WS_CONNECTIONS_LIMIT.set(context.settings.ws_max_connections)

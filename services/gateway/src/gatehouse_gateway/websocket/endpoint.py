@@ -288,7 +288,7 @@ class _Dispatcher:
         self._hub = hub
         # When malformed frames arrived, within the window; created by the first one.
         self._malformed: collections.deque[float] | None = None
-        self._call = Call(context.upstreams, self._subscribe)
+        self._call = Call(context.upstreams, context.author_cache, self._subscribe)
 
     def _subscribe(self, on: bool) -> None:
         if on:

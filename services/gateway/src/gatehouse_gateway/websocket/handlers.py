@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatehouse_gateway import operations
+from gatehouse_gateway.cache import AuthorCache
 from gatehouse_gateway.rbac import Role
 from gatehouse_gateway.schemas import AuthorName
 from gatehouse_gateway.upstreams import Upstreams
@@ -75,9 +76,11 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """What a handler may use: the upstreams and the subscription switch of its socket."""
+    """What a handler may use: the upstreams, the edge cache and the subscription switch
+    of its socket."""
 
     upstreams: Upstreams
+    cache: AuthorCache
     subscribe: Callable[[bool], None]
 
 
@@ -116,20 +119,22 @@ async def _get_paginated_authors(call: Call, data: AuthorPageData) -> Outcome:
 
 
 async def _create_author(call: Call, data: AuthorNameData) -> Outcome:
-    return Outcome((await operations.create_author(call.upstreams, data.name)).data)
+    return Outcome((await operations.create_author(call.upstreams, call.cache, data.name)).data)
 
 
 async def _update_author(call: Call, data: AuthorUpdateData) -> Outcome:
-    return Outcome((await operations.update_author(call.upstreams, data.id, data.name)).data)
+    return Outcome(
+        (await operations.update_author(call.upstreams, call.cache, data.id, data.name)).data
+    )
 
 
 async def _delete_author(call: Call, data: AuthorIdData) -> Outcome:
-    await operations.delete_author(call.upstreams, data.id)
+    await operations.delete_author(call.upstreams, call.cache, data.id)
     return Outcome({"id": data.id})
 
 
 async def _get_author(call: Call, data: AuthorIdData) -> Outcome:
-    return Outcome((await operations.get_author(call.upstreams, data.id)).data)
+    return Outcome((await operations.get_author(call.upstreams, call.cache, data.id)).data)
 
 
 async def _subscribe(call: Call, data: NoData) -> Outcome:

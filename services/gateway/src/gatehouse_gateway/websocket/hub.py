@@ -2,8 +2,9 @@
 
 - Broadcasts: the authors service publishes each committed change as a serialized
   `gatehouse.authors.v1.AuthorEvent` on a Redis pub/sub channel. Each gateway process
-  subscribes once and fans every event out to its own subscribed sockets, so a change
-  reaches subscribers on every replica. The subscription comes back by itself after a
+  subscribes once, applies every event to its edge cache of author reads
+  (`gatehouse_gateway.cache`) and fans it out to its own subscribed sockets, so a change
+  reaches subscribers and caches on every replica. The subscription comes back by itself after a
   Redis outage; events published while it was down are not replayed (pub/sub keeps none).
 - Leases: one task renews the concurrency lease of every open socket, rather than a
   timer per socket.
@@ -20,6 +21,7 @@ import redis.asyncio as redis
 import structlog
 from google.protobuf.message import DecodeError
 
+from gatehouse_gateway.cache import AuthorCache
 from gatehouse_gateway.errors import ApiError
 from gatehouse_gateway.operations import author_json
 from gatehouse_gateway.ratelimiting import RateLimiter
@@ -54,8 +56,10 @@ class WebSocketHub:
         client: redis.Redis,
         channel: str,
         rate_limiter: RateLimiter,
+        cache: AuthorCache,
     ) -> None:
         self._redis = client
+        self._cache = cache
         self._channel = channel
         self._rate_limiter = rate_limiter
         self.sessions: set[Session] = set()
@@ -117,6 +121,7 @@ class WebSocketHub:
             log.warning("ws_broadcast_unknown_kind", kind=int(event.kind))
             return 0
         data: Any = author_json(event.author)
+        self._cache.apply(event, data)
         # Encode once per format, not once per socket.
         frames: dict[str, Frame] = {}
         delivered = 0
@@ -137,6 +142,7 @@ class WebSocketHub:
                     await pubsub.subscribe(self._channel)
                     async for message in pubsub.listen():
                         if message["type"] == "subscribe":
+                            self._cache.subscribed()
                             self.lost.clear()
                             self.listening.set()
                             delay = _RECONNECT_INITIAL
@@ -150,6 +156,7 @@ class WebSocketHub:
                     retry_in_seconds=delay,
                 )
             finally:
+                self._cache.unsubscribed()
                 self.listening.clear()
                 self.lost.set()
             await asyncio.sleep(delay)

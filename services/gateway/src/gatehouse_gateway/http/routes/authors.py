@@ -40,7 +40,23 @@ IfMatch = Annotated[
     Header(description='Apply only if the author\'s current ETag matches (`"<version>"` or `*`)'),
 ]
 
+IfNoneMatch = Annotated[
+    str | None,
+    Header(description='Answer 304 if the author\'s current ETag is among these (`"<version>"`)'),
+]
+
 _ETAG = {"ETag": {"description": "The author's version", "schema": {"type": "string"}}}
+# Authors are read with a bearer token: no shared cache may keep them, and a client's own
+# cache revalidates each time (a 304 costs no body).
+CACHE_CONTROL = "private, no-cache"
+_CACHE_CONTROL = {"Cache-Control": {"description": CACHE_CONTROL, "schema": {"type": "string"}}}
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """True when `If-None-Match` names `etag` (weak comparison, RFC 9110 13.1.2) or is `*`."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
 
 
 def _expected_version(if_match: str | None) -> int | None:
@@ -125,7 +141,7 @@ async def list_authors_paginated(
     },
 )
 async def create_author(_: AuthorCreator, context: Context, body: AuthorIn) -> Response:
-    author = await operations.create_author(context.upstreams, body.name)
+    author = await operations.create_author(context.upstreams, context.author_cache, body.name)
     return JSONResponse(
         author.data,
         status_code=201,
@@ -137,12 +153,22 @@ async def create_author(_: AuthorCreator, context: Context, body: AuthorIn) -> R
     "/{id}",
     response_model=Author,
     summary="Get an author",
-    description="Role: get-authors.",
-    responses={**api_errors(404), 200: {"headers": _ETAG}},
+    description="Role: get-authors. With `If-None-Match` naming the current version, "
+    "304 and no body.",
+    responses={
+        **api_errors(404),
+        200: {"headers": {**_ETAG, **_CACHE_CONTROL}},
+        304: {"description": "The author is still at the version named by If-None-Match"},
+    },
 )
-async def get_author(_: AuthorReader, context: Context, id: AuthorId) -> Response:
-    author = await operations.get_author(context.upstreams, id)
-    return JSONResponse(author.data, headers={"ETag": author.etag})
+async def get_author(
+    _: AuthorReader, context: Context, id: AuthorId, if_none_match: IfNoneMatch = None
+) -> Response:
+    author = await operations.get_author(context.upstreams, context.author_cache, id)
+    headers = {"ETag": author.etag, "Cache-Control": CACHE_CONTROL}
+    if if_none_match is not None and _matches(if_none_match, author.etag):
+        return Response(status_code=304, headers=headers)
+    return JSONResponse(author.data, headers=headers)
 
 
 @router.put(
@@ -161,7 +187,7 @@ async def update_author(
     if_match: IfMatch = None,
 ) -> Response:
     author = await operations.update_author(
-        context.upstreams, id, body.name, _expected_version(if_match)
+        context.upstreams, context.author_cache, id, body.name, _expected_version(if_match)
     )
     return JSONResponse(author.data, headers={"ETag": author.etag})
 
@@ -178,5 +204,7 @@ async def update_author(
 async def delete_author(
     _: AuthorDeleter, context: Context, id: AuthorId, if_match: IfMatch = None
 ) -> Response:
-    await operations.delete_author(context.upstreams, id, _expected_version(if_match))
+    await operations.delete_author(
+        context.upstreams, context.author_cache, id, _expected_version(if_match)
+    )
     return Response(status_code=204)
