@@ -74,6 +74,18 @@ async def test_verified_tokens_are_cached_and_keys_fetched_once(
     assert realm.jwks_requests == 1
 
 
+async def test_the_cache_of_verified_tokens_holds_no_token(
+    verifier: TokenVerifier, realm: Realm
+) -> None:
+    token = realm.token("viewer")
+    await verifier.verify(token)
+    held = [
+        str(part) for entry in vars(verifier).values() if isinstance(entry, dict) for part in entry
+    ]
+    held += [repr(value) for value in vars(verifier).values()]
+    assert not any(token in text or token.split(".")[2] in text for text in held)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

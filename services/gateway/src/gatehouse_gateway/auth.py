@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,6 +45,11 @@ class Principal:
     expires_at: float
 
 
+def _digest(token: str) -> bytes:
+    """The key of a verified token in the cache: 128 bits of BLAKE2b, not the token."""
+    return hashlib.blake2b(token.encode(), digest_size=16).digest()
+
+
 class _KeySetUnavailable(Exception):
     """The key set could not be fetched (network, status, payload or open breaker)."""
 
@@ -54,7 +60,8 @@ class TokenVerifier:
     Keys come from the JWKS endpoint, cached; an unknown `kid` triggers a refetch at most
     once per `jwks_refetch_interval_seconds`, so forged `kid`s cannot hammer Keycloak.
     Verified tokens are remembered until they expire (LRU-bounded), so repeated calls
-    with the same token skip the signature check.
+    with the same token skip the signature check; the memory is keyed by a digest of the
+    token, so no token is held beyond its request.
     """
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
@@ -63,7 +70,7 @@ class TokenVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._fetch_lock = asyncio.Lock()
-        self._cache: OrderedDict[str, Principal] = OrderedDict()
+        self._cache: OrderedDict[bytes, Principal] = OrderedDict()
         self._breakers = AsyncCircuitBreakerFactory(
             default_threshold=3, default_ttl=settings.jwks_refetch_interval_seconds
         )
@@ -79,13 +86,14 @@ class TokenVerifier:
         `service_unavailable` when the signing key is unknown and the key set cannot be
         fetched.
         """
-        cached = self._cache.get(token)
+        digest = _digest(token)
+        cached = self._cache.get(digest)
         if cached is not None:
             if cached.expires_at > time.time() - self._settings.token_leeway_seconds:
-                self._cache.move_to_end(token)
+                self._cache.move_to_end(digest)
                 TOKEN_VALIDATIONS.labels("cached").inc()
                 return cached
-            del self._cache[token]
+            del self._cache[digest]
         try:
             principal = await self._verify(token)
         except ApiError as error:
@@ -94,11 +102,11 @@ class TokenVerifier:
             ).inc()
             raise
         TOKEN_VALIDATIONS.labels("valid").inc()
-        self._remember(token, principal)
+        self._remember(digest, principal)
         return principal
 
-    def _remember(self, token: str, principal: Principal) -> None:
-        self._cache[token] = principal
+    def _remember(self, digest: bytes, principal: Principal) -> None:
+        self._cache[digest] = principal
         if len(self._cache) > self._settings.token_cache_size:
             self._cache.popitem(last=False)
 
