@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-gatehouse_protos/ratelimit/v1/ratelimit.proto\x12\x16gatehouse.ratelimit.v1\x1a\x1egoogle/protobuf/duration.proto\"\x96\x02\n\x13RateLimitDescriptor\x12\x42\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x31.gatehouse.ratelimit.v1.RateLimitDescriptor.Entry\x12\x43\n\x05limit\x18\x02 \x01(\x0b\x32\x34.gatehouse.ratelimit.v1.RateLimitDescriptor.Override\x1a#\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x1aQ\n\x08Override\x12\x19\n\x11requests_per_unit\x18\x01 \x01(\r\x12*\n\x04unit\x18\x02 \x01(\x0e\x32\x1c.gatehouse.ratelimit.v1.Unit\"\x87\x01\n\x10RateLimitRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12@\n\x0b\x64\x65scriptors\x18\x02 \x03(\x0b\x32+.gatehouse.ratelimit.v1.RateLimitDescriptor\x12\x13\n\x0bhits_addend\x18\x03 \x01(\r\x12\x0c\n\x04tier\x18\x04 \x01(\t\"`\n\tRateLimit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11requests_per_unit\x18\x02 \x01(\r\x12*\n\x04unit\x18\x03 \x01(\x0e\x32\x1c.gatehouse.ratelimit.v1.Unit\"\xdf\x01\n\x10\x44\x65scriptorStatus\x12*\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1c.gatehouse.ratelimit.v1.Code\x12\x38\n\rcurrent_limit\x18\x02 \x01(\x0b\x32!.gatehouse.ratelimit.v1.RateLimit\x12\x17\n\x0flimit_remaining\x18\x03 \x01(\r\x12\x37\n\x14\x64uration_until_reset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bshadow_mode\x18\x05 \x01(\x08\"\x96\x01\n\x11RateLimitResponse\x12\x32\n\x0coverall_code\x18\x01 \x01(\x0e\x32\x1c.gatehouse.ratelimit.v1.Code\x12:\n\x08statuses\x18\x02 \x03(\x0b\x32(.gatehouse.ratelimit.v1.DescriptorStatus\x12\x11\n\tfail_open\x18\x03 \x01(\x08\"R\n\x13\x41\x63quireLeaseRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\"B\n\x11RenewLeaseRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\"z\n\rLeaseResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\r\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tfail_open\x18\x05 \x01(\x08\"D\n\x13ReleaseLeaseRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\"\x16\n\x14ReleaseLeaseResponse*>\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x43ODE_OK\x10\x01\x12\x13\n\x0f\x43ODE_OVER_LIMIT\x10\x02*[\n\x04Unit\x12\x14\n\x10UNIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bUNIT_SECOND\x10\x01\x12\x0f\n\x0bUNIT_MINUTE\x10\x02\x12\r\n\tUNIT_HOUR\x10\x03\x12\x0c\n\x08UNIT_DAY\x10\x04\x32\xa9\x03\n\x10RateLimitService\x12\x66\n\x0fShouldRateLimit\x12(.gatehouse.ratelimit.v1.RateLimitRequest\x1a).gatehouse.ratelimit.v1.RateLimitResponse\x12\x62\n\x0c\x41\x63quireLease\x12+.gatehouse.ratelimit.v1.AcquireLeaseRequest\x1a%.gatehouse.ratelimit.v1.LeaseResponse\x12^\n\nRenewLease\x12).gatehouse.ratelimit.v1.RenewLeaseRequest\x1a%.gatehouse.ratelimit.v1.LeaseResponse\x12i\n\x0cReleaseLease\x12+.gatehouse.ratelimit.v1.ReleaseLeaseRequest\x1a,.gatehouse.ratelimit.v1.ReleaseLeaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-gatehouse_protos/ratelimit/v1/ratelimit.proto\x12\x16gatehouse.ratelimit.v1\x1a\x1egoogle/protobuf/duration.proto\"\x96\x02\n\x13RateLimitDescriptor\x12\x42\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x31.gatehouse.ratelimit.v1.RateLimitDescriptor.Entry\x12\x43\n\x05limit\x18\x02 \x01(\x0b\x32\x34.gatehouse.ratelimit.v1.RateLimitDescriptor.Override\x1a#\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x1aQ\n\x08Override\x12\x19\n\x11requests_per_unit\x18\x01 \x01(\r\x12*\n\x04unit\x18\x02 \x01(\x0e\x32\x1c.gatehouse.ratelimit.v1.Unit\"\x87\x01\n\x10RateLimitRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12@\n\x0b\x64\x65scriptors\x18\x02 \x03(\x0b\x32+.gatehouse.ratelimit.v1.RateLimitDescriptor\x12\x13\n\x0bhits_addend\x18\x03 \x01(\r\x12\x0c\n\x04tier\x18\x04 \x01(\t\"`\n\tRateLimit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11requests_per_unit\x18\x02 \x01(\r\x12*\n\x04unit\x18\x03 \x01(\x0e\x32\x1c.gatehouse.ratelimit.v1.Unit\"\xdf\x01\n\x10\x44\x65scriptorStatus\x12*\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1c.gatehouse.ratelimit.v1.Code\x12\x38\n\rcurrent_limit\x18\x02 \x01(\x0b\x32!.gatehouse.ratelimit.v1.RateLimit\x12\x17\n\x0flimit_remaining\x18\x03 \x01(\r\x12\x37\n\x14\x64uration_until_reset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bshadow_mode\x18\x05 \x01(\x08\"\x96\x01\n\x11RateLimitResponse\x12\x32\n\x0coverall_code\x18\x01 \x01(\x0e\x32\x1c.gatehouse.ratelimit.v1.Code\x12:\n\x08statuses\x18\x02 \x03(\x0b\x32(.gatehouse.ratelimit.v1.DescriptorStatus\x12\x11\n\tfail_open\x18\x03 \x01(\x08\"n\n\x0cQuotaRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x34\n\x07\x64\x65mands\x18\x04 \x03(\x0b\x32#.gatehouse.ratelimit.v1.QuotaDemand\"\x91\x01\n\x0bQuotaDemand\x12?\n\ndescriptor\x18\x01 \x01(\x0b\x32+.gatehouse.ratelimit.v1.RateLimitDescriptor\x12\x0c\n\x04hits\x18\x02 \x01(\r\x12\x1c\n\x14returned_reservation\x18\x03 \x01(\t\x12\x15\n\rreturned_hits\x18\x04 \x01(\r\"\x90\x02\n\x0f\x44\x65scriptorQuota\x12\x14\n\x0cgranted_hits\x18\x01 \x01(\r\x12\x38\n\rcurrent_limit\x18\x02 \x01(\x0b\x32!.gatehouse.ratelimit.v1.RateLimit\x12\x17\n\x0flimit_remaining\x18\x03 \x01(\r\x12\x37\n\x14\x64uration_until_reset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bshadow_mode\x18\x05 \x01(\x08\x12\x31\n\x0elease_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0breservation\x18\x07 \x01(\t\"\x83\x01\n\nQuotaGrant\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x37\n\x06quotas\x18\x02 \x03(\x0b\x32\'.gatehouse.ratelimit.v1.DescriptorQuota\x12\x11\n\tfail_open\x18\x03 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\"R\n\x13\x41\x63quireLeaseRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\"B\n\x11RenewLeaseRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\"z\n\rLeaseResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\r\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tfail_open\x18\x05 \x01(\x08\"D\n\x13ReleaseLeaseRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\"\x16\n\x14ReleaseLeaseResponse*>\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x43ODE_OK\x10\x01\x12\x13\n\x0f\x43ODE_OVER_LIMIT\x10\x02*[\n\x04Unit\x12\x14\n\x10UNIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bUNIT_SECOND\x10\x01\x12\x0f\n\x0bUNIT_MINUTE\x10\x02\x12\r\n\tUNIT_HOUR\x10\x03\x12\x0c\n\x08UNIT_DAY\x10\x04\x32\x85\x04\n\x10RateLimitService\x12\x66\n\x0fShouldRateLimit\x12(.gatehouse.ratelimit.v1.RateLimitRequest\x1a).gatehouse.ratelimit.v1.RateLimitResponse\x12Z\n\nLeaseQuota\x12$.gatehouse.ratelimit.v1.QuotaRequest\x1a\".gatehouse.ratelimit.v1.QuotaGrant(\x01\x30\x01\x12\x62\n\x0c\x41\x63quireLease\x12+.gatehouse.ratelimit.v1.AcquireLeaseRequest\x1a%.gatehouse.ratelimit.v1.LeaseResponse\x12^\n\nRenewLease\x12).gatehouse.ratelimit.v1.RenewLeaseRequest\x1a%.gatehouse.ratelimit.v1.LeaseResponse\x12i\n\x0cReleaseLease\x12+.gatehouse.ratelimit.v1.ReleaseLeaseRequest\x1a,.gatehouse.ratelimit.v1.ReleaseLeaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gatehouse_protos.ratelimit.v1.ratelimit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODE']._serialized_start=1371
-  _globals['_CODE']._serialized_end=1433
-  _globals['_UNIT']._serialized_start=1435
-  _globals['_UNIT']._serialized_end=1526
+  _globals['_CODE']._serialized_start=2040
+  _globals['_CODE']._serialized_end=2102
+  _globals['_UNIT']._serialized_start=2104
+  _globals['_UNIT']._serialized_end=2195
   _globals['_RATELIMITDESCRIPTOR']._serialized_start=106
   _globals['_RATELIMITDESCRIPTOR']._serialized_end=384
   _globals['_RATELIMITDESCRIPTOR_ENTRY']._serialized_start=266
@@ -50,16 +50,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIPTORSTATUS']._serialized_end=846
   _globals['_RATELIMITRESPONSE']._serialized_start=849
   _globals['_RATELIMITRESPONSE']._serialized_end=999
-  _globals['_ACQUIRELEASEREQUEST']._serialized_start=1001
-  _globals['_ACQUIRELEASEREQUEST']._serialized_end=1083
-  _globals['_RENEWLEASEREQUEST']._serialized_start=1085
-  _globals['_RENEWLEASEREQUEST']._serialized_end=1151
-  _globals['_LEASERESPONSE']._serialized_start=1153
-  _globals['_LEASERESPONSE']._serialized_end=1275
-  _globals['_RELEASELEASEREQUEST']._serialized_start=1277
-  _globals['_RELEASELEASEREQUEST']._serialized_end=1345
-  _globals['_RELEASELEASERESPONSE']._serialized_start=1347
-  _globals['_RELEASELEASERESPONSE']._serialized_end=1369
-  _globals['_RATELIMITSERVICE']._serialized_start=1529
-  _globals['_RATELIMITSERVICE']._serialized_end=1954
+  _globals['_QUOTAREQUEST']._serialized_start=1001
+  _globals['_QUOTAREQUEST']._serialized_end=1111
+  _globals['_QUOTADEMAND']._serialized_start=1114
+  _globals['_QUOTADEMAND']._serialized_end=1259
+  _globals['_DESCRIPTORQUOTA']._serialized_start=1262
+  _globals['_DESCRIPTORQUOTA']._serialized_end=1534
+  _globals['_QUOTAGRANT']._serialized_start=1537
+  _globals['_QUOTAGRANT']._serialized_end=1668
+  _globals['_ACQUIRELEASEREQUEST']._serialized_start=1670
+  _globals['_ACQUIRELEASEREQUEST']._serialized_end=1752
+  _globals['_RENEWLEASEREQUEST']._serialized_start=1754
+  _globals['_RENEWLEASEREQUEST']._serialized_end=1820
+  _globals['_LEASERESPONSE']._serialized_start=1822
+  _globals['_LEASERESPONSE']._serialized_end=1944
+  _globals['_RELEASELEASEREQUEST']._serialized_start=1946
+  _globals['_RELEASELEASEREQUEST']._serialized_end=2014
+  _globals['_RELEASELEASERESPONSE']._serialized_start=2016
+  _globals['_RELEASELEASERESPONSE']._serialized_end=2038
+  _globals['_RATELIMITSERVICE']._serialized_start=2198
+  _globals['_RATELIMITSERVICE']._serialized_end=2715
 # @@protoc_insertion_point(module_scope)

@@ -248,6 +248,162 @@ class RateLimitResponse(_message.Message):
 Global___RateLimitResponse: _TypeAlias = RateLimitResponse  # noqa: Y015
 
 @_typing.final
+class QuotaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    DEMANDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Chosen by the caller and echoed by the grant; unique among the stream's open requests."""
+    domain: _builtins.str
+    tier: _builtins.str
+    """Picks the rules' tier (e.g. a role); empty means the default tier."""
+    @_builtins.property
+    def demands(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuotaDemand]:
+        """One per descriptor, each granted on its own."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        domain: _builtins.str = ...,
+        tier: _builtins.str = ...,
+        demands: _abc.Iterable[Global___QuotaDemand] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["demands", b"demands", "domain", b"domain", "id", b"id", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotaRequest: _TypeAlias = QuotaRequest  # noqa: Y015
+
+@_typing.final
+class QuotaDemand(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTOR_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    RETURNED_RESERVATION_FIELD_NUMBER: _builtins.int
+    RETURNED_HITS_FIELD_NUMBER: _builtins.int
+    hits: _builtins.int
+    """Hits wanted now; the grant may give fewer. 0: only give hits back."""
+    returned_reservation: _builtins.str
+    """Hits of an earlier grant of this descriptor that were not spent, given back to the
+    window: that grant's `reservation` and how many of its hits are returned.
+    """
+    returned_hits: _builtins.int
+    @_builtins.property
+    def descriptor(self) -> Global___RateLimitDescriptor: ...
+    def __init__(
+        self,
+        *,
+        descriptor: Global___RateLimitDescriptor | None = ...,
+        hits: _builtins.int = ...,
+        returned_reservation: _builtins.str = ...,
+        returned_hits: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["descriptor", b"descriptor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descriptor", b"descriptor", "hits", b"hits", "returned_hits", b"returned_hits", "returned_reservation", b"returned_reservation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotaDemand: _TypeAlias = QuotaDemand  # noqa: Y015
+
+@_typing.final
+class DescriptorQuota(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTED_HITS_FIELD_NUMBER: _builtins.int
+    CURRENT_LIMIT_FIELD_NUMBER: _builtins.int
+    LIMIT_REMAINING_FIELD_NUMBER: _builtins.int
+    DURATION_UNTIL_RESET_FIELD_NUMBER: _builtins.int
+    SHADOW_MODE_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    granted_hits: _builtins.int
+    """Hits the caller may spend: at most the hits wanted."""
+    limit_remaining: _builtins.int
+    """Hits left in the window after this grant."""
+    shadow_mode: _builtins.bool
+    """The matching rule is in shadow mode: everything wanted is granted, and counted."""
+    reservation: _builtins.str
+    """Names the granted hits for giving back unspent ones; empty when none were granted."""
+    @_builtins.property
+    def current_limit(self) -> Global___RateLimit:
+        """Unset when no rule limits the descriptor (no match, or an unlimited rule)."""
+
+    @_builtins.property
+    def duration_until_reset(self) -> _duration_pb2.Duration:
+        """Time until the window frees a slot."""
+
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """The granted hits may be spent for this long, counted from when the request was sent."""
+
+    def __init__(
+        self,
+        *,
+        granted_hits: _builtins.int = ...,
+        current_limit: Global___RateLimit | None = ...,
+        limit_remaining: _builtins.int = ...,
+        duration_until_reset: _duration_pb2.Duration | None = ...,
+        shadow_mode: _builtins.bool = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
+        reservation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current_limit", b"current_limit", "duration_until_reset", b"duration_until_reset", "lease_duration", b"lease_duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_limit", b"current_limit", "duration_until_reset", b"duration_until_reset", "granted_hits", b"granted_hits", "lease_duration", b"lease_duration", "limit_remaining", b"limit_remaining", "reservation", b"reservation", "shadow_mode", b"shadow_mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescriptorQuota: _TypeAlias = DescriptorQuota  # noqa: Y015
+
+@_typing.final
+class QuotaGrant(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    QUOTAS_FIELD_NUMBER: _builtins.int
+    FAIL_OPEN_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The `id` of the request answered."""
+    fail_open: _builtins.bool
+    """Redis could not be asked and the fail mode is open: everything wanted is granted."""
+    code: _builtins.int
+    """Why the request was not answered, as a google.rpc.Code; 0 (OK) when it was:
+    UNAVAILABLE when Redis failed and the fail mode is closed, INVALID_ARGUMENT when
+    the request is malformed (`message` names the fields).
+    """
+    message: _builtins.str
+    @_builtins.property
+    def quotas(self) -> _containers.RepeatedCompositeFieldContainer[Global___DescriptorQuota]:
+        """One per demand, in request order; empty when `code` is not 0."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        quotas: _abc.Iterable[Global___DescriptorQuota] | None = ...,
+        fail_open: _builtins.bool = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "fail_open", b"fail_open", "id", b"id", "message", b"message", "quotas", b"quotas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotaGrant: _TypeAlias = QuotaGrant  # noqa: Y015
+
+@_typing.final
 class AcquireLeaseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class RateLimitServiceStub:
-    """Rate-limit decisions in the spirit of Envoy's rate limit service, plus
+    """Rate-limit decisions in the spirit of Envoy's rate limit service, quota for callers
+    that decide locally (in the spirit of Envoy's rate limit quota service), plus
     connection leases for WebSocket concurrency. When Redis fails, the configured
     fail mode applies: open answers OK with `fail_open` set; closed answers UNAVAILABLE.
     """
@@ -41,6 +42,11 @@ class RateLimitServiceStub:
                 '/gatehouse.ratelimit.v1.RateLimitService/ShouldRateLimit',
                 request_serializer=gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RateLimitRequest.SerializeToString,
                 response_deserializer=gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RateLimitResponse.FromString,
+                _registered_method=True)
+        self.LeaseQuota = channel.stream_stream(
+                '/gatehouse.ratelimit.v1.RateLimitService/LeaseQuota',
+                request_serializer=gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.QuotaRequest.SerializeToString,
+                response_deserializer=gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.QuotaGrant.FromString,
                 _registered_method=True)
         self.AcquireLease = channel.unary_unary(
                 '/gatehouse.ratelimit.v1.RateLimitService/AcquireLease',
@@ -60,13 +66,24 @@ class RateLimitServiceStub:
 
 
 class RateLimitServiceServicer:
-    """Rate-limit decisions in the spirit of Envoy's rate limit service, plus
+    """Rate-limit decisions in the spirit of Envoy's rate limit service, quota for callers
+    that decide locally (in the spirit of Envoy's rate limit quota service), plus
     connection leases for WebSocket concurrency. When Redis fails, the configured
     fail mode applies: open answers OK with `fail_open` set; closed answers UNAVAILABLE.
     """
 
     def ShouldRateLimit(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseQuota(self, request_iterator, context):
+        """Quota over one long-lived stream: each QuotaRequest is answered by one QuotaGrant
+        with the same `id`, in any order. Granted hits are counted at once in the same
+        sliding windows as ShouldRateLimit's; the caller spends them within the grant's
+        `lease_duration` and gives back what it did not spend (docs/ratelimit.md).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -97,6 +114,11 @@ def add_RateLimitServiceServicer_to_server(servicer, server):
                     request_deserializer=gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RateLimitRequest.FromString,
                     response_serializer=gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RateLimitResponse.SerializeToString,
             ),
+            'LeaseQuota': grpc.stream_stream_rpc_method_handler(
+                    servicer.LeaseQuota,
+                    request_deserializer=gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.QuotaRequest.FromString,
+                    response_serializer=gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.QuotaGrant.SerializeToString,
+            ),
             'AcquireLease': grpc.unary_unary_rpc_method_handler(
                     servicer.AcquireLease,
                     request_deserializer=gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.AcquireLeaseRequest.FromString,
@@ -121,7 +143,8 @@ def add_RateLimitServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RateLimitService:
-    """Rate-limit decisions in the spirit of Envoy's rate limit service, plus
+    """Rate-limit decisions in the spirit of Envoy's rate limit service, quota for callers
+    that decide locally (in the spirit of Envoy's rate limit quota service), plus
     connection leases for WebSocket concurrency. When Redis fails, the configured
     fail mode applies: open answers OK with `fail_open` set; closed answers UNAVAILABLE.
     """
@@ -143,6 +166,33 @@ class RateLimitService:
             '/gatehouse.ratelimit.v1.RateLimitService/ShouldRateLimit',
             gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RateLimitRequest.SerializeToString,
             gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RateLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseQuota(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gatehouse.ratelimit.v1.RateLimitService/LeaseQuota',
+            gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.QuotaRequest.SerializeToString,
+            gatehouse__protos_dot_ratelimit_dot_v1_dot_ratelimit__pb2.QuotaGrant.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RateLimitServiceStub:
-    """Rate-limit decisions in the spirit of Envoy's rate limit service, plus
+    """Rate-limit decisions in the spirit of Envoy's rate limit service, quota for callers
+    that decide locally (in the spirit of Envoy's rate limit quota service), plus
     connection leases for WebSocket concurrency. When Redis fails, the configured
     fail mode applies: open answers OK with `fail_open` set; closed answers UNAVAILABLE.
     """
@@ -37,25 +38,39 @@ class RateLimitServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RateLimitServiceAsyncStub: ...
     ShouldRateLimit: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.RateLimitRequest, _ratelimit_pb2.RateLimitResponse]
+    LeaseQuota: _grpc.StreamStreamMultiCallable[_ratelimit_pb2.QuotaRequest, _ratelimit_pb2.QuotaGrant]
+    """Quota over one long-lived stream: each QuotaRequest is answered by one QuotaGrant
+    with the same `id`, in any order. Granted hits are counted at once in the same
+    sliding windows as ShouldRateLimit's; the caller spends them within the grant's
+    `lease_duration` and gives back what it did not spend (docs/ratelimit.md).
+    """
     AcquireLease: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.AcquireLeaseRequest, _ratelimit_pb2.LeaseResponse]
     RenewLease: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.RenewLeaseRequest, _ratelimit_pb2.LeaseResponse]
     ReleaseLease: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.ReleaseLeaseRequest, _ratelimit_pb2.ReleaseLeaseResponse]
 
 @_typing.type_check_only
 class RateLimitServiceAsyncStub(RateLimitServiceStub):
-    """Rate-limit decisions in the spirit of Envoy's rate limit service, plus
+    """Rate-limit decisions in the spirit of Envoy's rate limit service, quota for callers
+    that decide locally (in the spirit of Envoy's rate limit quota service), plus
     connection leases for WebSocket concurrency. When Redis fails, the configured
     fail mode applies: open answers OK with `fail_open` set; closed answers UNAVAILABLE.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ShouldRateLimit: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.RateLimitRequest, _ratelimit_pb2.RateLimitResponse]  # type: ignore[assignment]
+    LeaseQuota: _aio.StreamStreamMultiCallable[_ratelimit_pb2.QuotaRequest, _ratelimit_pb2.QuotaGrant]  # type: ignore[assignment]
+    """Quota over one long-lived stream: each QuotaRequest is answered by one QuotaGrant
+    with the same `id`, in any order. Granted hits are counted at once in the same
+    sliding windows as ShouldRateLimit's; the caller spends them within the grant's
+    `lease_duration` and gives back what it did not spend (docs/ratelimit.md).
+    """
     AcquireLease: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.AcquireLeaseRequest, _ratelimit_pb2.LeaseResponse]  # type: ignore[assignment]
     RenewLease: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.RenewLeaseRequest, _ratelimit_pb2.LeaseResponse]  # type: ignore[assignment]
     ReleaseLease: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.ReleaseLeaseRequest, _ratelimit_pb2.ReleaseLeaseResponse]  # type: ignore[assignment]
 
 class RateLimitServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Rate-limit decisions in the spirit of Envoy's rate limit service, plus
+    """Rate-limit decisions in the spirit of Envoy's rate limit service, quota for callers
+    that decide locally (in the spirit of Envoy's rate limit quota service), plus
     connection leases for WebSocket concurrency. When Redis fails, the configured
     fail mode applies: open answers OK with `fail_open` set; closed answers UNAVAILABLE.
     """
@@ -66,6 +81,18 @@ class RateLimitServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ratelimit_pb2.RateLimitRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ratelimit_pb2.RateLimitResponse, _abc.Awaitable[_ratelimit_pb2.RateLimitResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def LeaseQuota(
+        self,
+        request_iterator: _MaybeAsyncIterator[_ratelimit_pb2.QuotaRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ratelimit_pb2.QuotaGrant], _abc.AsyncIterator[_ratelimit_pb2.QuotaGrant]]:
+        """Quota over one long-lived stream: each QuotaRequest is answered by one QuotaGrant
+        with the same `id`, in any order. Granted hits are counted at once in the same
+        sliding windows as ShouldRateLimit's; the caller spends them within the grant's
+        `lease_duration` and gives back what it did not spend (docs/ratelimit.md).
+        """
 
     @_abc_1.abstractmethod
     def AcquireLease(

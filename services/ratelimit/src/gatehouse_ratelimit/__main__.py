@@ -1,4 +1,4 @@
-"""Entry point: `python -m gatehouse_ratelimit` serves decisions and leases until SIGTERM."""
+"""Entry point: `python -m gatehouse_ratelimit` serves decisions, quota and leases until SIGTERM."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ async def build(settings: Settings) -> RunningService:
         log.warning("redis not reachable at start", error=str(error))
     fail_mode = settings.effective_fail_mode
     servicer = RateLimitServicer(
-        RateLimiter(store, rules, fail_mode),
+        RateLimiter(store, rules, fail_mode, settings.quota_lease_ms / 1000),
         ConnectionLeases(store, rules, fail_mode, settings.lease_ttl_seconds),
     )
 

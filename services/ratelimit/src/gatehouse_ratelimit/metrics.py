@@ -8,7 +8,8 @@ DECISIONS = Counter(
     "rate_limit_decisions_total",
     "Rate-limit decisions by domain (one of the rules' domains, else 'other') and result: "
     "ok, over_limit, shadow_over_limit (admitted only because the rule is in shadow mode), "
-    "fail_open or unavailable (Redis failed in fail-open or fail-closed mode).",
+    "fail_open or unavailable (Redis failed in fail-open or fail-closed mode). One per "
+    "ShouldRateLimit call; for LeaseQuota, one per hit of a descriptor granted or refused.",
     ["domain", "result"],
 )
 NEAR_LIMIT = Counter(
@@ -23,6 +24,21 @@ BACKEND_ERRORS = Counter(
 FAIL_OPEN = Counter(
     "rate_limit_fail_open_total",
     "Decisions and lease calls answered without Redis because the fail mode is open.",
+)
+QUOTA_REQUESTS = Counter(
+    "rate_limit_quota_requests_total",
+    "LeaseQuota requests answered, by domain and result: ok, fail_open, unavailable "
+    "(Redis failed in fail-open or fail-closed mode) or invalid.",
+    ["domain", "result"],
+)
+QUOTA_HITS = Counter(
+    "rate_limit_quota_hits_total",
+    "Hits of LeaseQuota grants by domain and result: granted, or returned unspent.",
+    ["domain", "result"],
+)
+QUOTA_STREAMS = Gauge(
+    "rate_limit_quota_streams",
+    "LeaseQuota streams open now.",
 )
 LEASES = Counter(
     "rate_limit_leases_total",

@@ -32,6 +32,9 @@ class Settings(ServiceSettings):
     redis_max_connections: int = Field(default=64, ge=1)
     key_prefix: str = "ratelimit:"
     lease_ttl_seconds: float = Field(default=30.0, gt=0)
+    # The longest a quota grant may be spent (a tenth of its window at most): a rules
+    # change reaches callers deciding locally within it.
+    quota_lease_ms: int = Field(default=1000, ge=1)
     rules_reload_debounce_ms: int = Field(default=200, ge=1)
 
     @property

@@ -1,4 +1,5 @@
-"""Rate-limit state in Redis: the sliding-window and lease Lua scripts, one EVALSHA each.
+"""Rate-limit state in Redis: the sliding-window (decisions and quota grants) and lease Lua
+scripts, one EVALSHA each.
 
 Every call is bounded by a short timeout and never retried here: a slow or absent Redis
 surfaces at once as `BackendError`, and the limiter applies the configured fail mode.
@@ -36,6 +37,14 @@ _SHAS = {
 }
 
 
+# Values the sliding-window script returns per descriptor.
+_FIELDS = 6
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def joined_key(*parts: str) -> str:
     """Parts joined by ':' with each one quoted, so that no two part lists give one key."""
     return ":".join(quote(part, safe="") for part in parts)
@@ -63,6 +72,32 @@ class WindowState:
     used: int
     reset_us: int
     over: bool
+
+
+@dataclass(frozen=True)
+class QuotaCheck:
+    """Quota wanted from one counter: `hits` (0: none), recorded to count from `hold_us`
+    after now (the end of their lease); and hits of an earlier grant to give back, named
+    by its `reservation`."""
+
+    window: WindowCheck
+    hits: int
+    hold_us: int
+    reservation: str = ""
+    returned: int = 0
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    """A counter after a grant: `granted` hits recorded under `reservation` (empty when
+    none), `returned` hits given back; `over` when it had no room for one hit."""
+
+    used: int
+    reset_us: int
+    over: bool
+    granted: int
+    reservation: str
+    returned: int
 
 
 @dataclass(frozen=True)
@@ -137,22 +172,57 @@ class RedisStore:
         self, checks: Sequence[WindowCheck], hits: int, now_us: int | None = None
     ) -> tuple[bool, list[WindowState]]:
         """Decide `hits` against every check in one script call; (admitted, states)."""
+        reply = await self._windows(
+            "decide", 1, [QuotaCheck(check, hits, 0) for check in checks], now_us
+        )
+        states = [
+            WindowState(used=int(reply[i]), reset_us=int(reply[i + 1]), over=bool(reply[i + 2]))
+            for i in range(1, len(reply), _FIELDS)
+        ]
+        return bool(reply[0]), states
+
+    async def grant_quota(
+        self, checks: Sequence[QuotaCheck], share: int, now_us: int | None = None
+    ) -> list[QuotaState]:
+        """Give back, then grant each check's hits on its own (at most 1/`share` of the
+        room left, at least one hit while there is room), in one script call."""
+        reply = await self._windows("grant", share, checks, now_us)
+        return [
+            QuotaState(
+                used=int(reply[i]),
+                reset_us=int(reply[i + 1]),
+                over=bool(reply[i + 2]),
+                granted=int(reply[i + 3]),
+                reservation=_text(reply[i + 4]),
+                returned=int(reply[i + 5]),
+            )
+            for i in range(1, len(reply), _FIELDS)
+        ]
+
+    async def _windows(
+        self, mode: str, share: int, checks: Sequence[QuotaCheck], now_us: int | None
+    ) -> Any:
         keys: list[str] = []
         args: list[str | int] = [
             "" if now_us is None else now_us,
             f"{self._token_prefix}{next(self._calls)}",
-            hits,
+            mode,
+            share,
         ]
         for check in checks:
-            base = f"{self.key_prefix}window:{check.key}"
+            window = check.window
+            base = f"{self.key_prefix}window:{window.key}"
             keys += [f"{base}:log", f"{base}:sum"]
-            args += [check.limit, check.window_us, "1" if check.shadow else "0"]
-        reply = await self._bounded(self._evalsha(SLIDING_WINDOW_LUA, keys, args))
-        states = [
-            WindowState(used=int(reply[i]), reset_us=int(reply[i + 1]), over=bool(reply[i + 2]))
-            for i in range(1, len(reply), 3)
-        ]
-        return bool(reply[0]), states
+            args += [
+                window.limit,
+                window.window_us,
+                "1" if window.shadow else "0",
+                check.hits,
+                check.hold_us,
+                check.reservation,
+                check.returned,
+            ]
+        return await self._bounded(self._evalsha(SLIDING_WINDOW_LUA, keys, args))
 
     async def lease(
         self,
