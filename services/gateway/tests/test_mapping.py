@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.protobuf.duration_pb2 import Duration
 from grpc.aio import AioRpcError, Metadata
 from prometheus_client import REGISTRY
 
 from gatehouse_gateway.errors import ApiError, ErrorCode, WsStatus, from_grpc
 from gatehouse_gateway.http.client_ip import TrustedProxies
 from gatehouse_gateway.http.routes.authors import _expected_version
-from gatehouse_gateway.ratelimiting import _decision
 from gatehouse_gateway.settings import Settings
 from gatehouse_gateway.upstreams import Upstreams
 from gatehouse_kit.errors import InvalidArgument
-from gatehouse_protos.ratelimit.v1 import ratelimit_pb2
 
 
 def _rpc_error(
@@ -106,57 +103,6 @@ def test_an_if_match_naming_no_single_version_is_a_failed_precondition(header: s
     with pytest.raises(ApiError) as raised:
         _expected_version(header)
     assert raised.value.status == 412
-
-
-def _status(
-    code: ratelimit_pb2.Code.ValueType, limit: int, remaining: int, reset: float
-) -> ratelimit_pb2.DescriptorStatus:
-    return ratelimit_pb2.DescriptorStatus(
-        code=code,
-        current_limit=ratelimit_pb2.RateLimit(
-            requests_per_unit=limit, unit=ratelimit_pb2.UNIT_MINUTE
-        ),
-        limit_remaining=remaining,
-        duration_until_reset=Duration(seconds=int(reset), nanos=int(reset % 1 * 1e9)),
-    )
-
-
-def test_headers_report_the_tightest_rule() -> None:
-    decision = _decision(
-        ratelimit_pb2.RateLimitResponse(
-            overall_code=ratelimit_pb2.CODE_OK,
-            statuses=[
-                _status(ratelimit_pb2.CODE_OK, 600, 590, 12.5),
-                _status(ratelimit_pb2.CODE_OK, 100, 3, 41.2),
-            ],
-        )
-    )
-    assert decision.allowed
-    assert decision.headers() == {
-        "X-RateLimit-Limit": "100",
-        "X-RateLimit-Remaining": "3",
-        "X-RateLimit-Reset": "42",
-    }
-
-
-def test_a_refusal_reports_the_refusing_rule_and_retry_after() -> None:
-    decision = _decision(
-        ratelimit_pb2.RateLimitResponse(
-            overall_code=ratelimit_pb2.CODE_OVER_LIMIT,
-            statuses=[
-                _status(ratelimit_pb2.CODE_OK, 100, 0, 50),
-                _status(ratelimit_pb2.CODE_OVER_LIMIT, 600, 0, 7.1),
-            ],
-        )
-    )
-    error = decision.error()
-    assert (error.status, error.code) == (429, ErrorCode.RATE_LIMIT_EXCEEDED)
-    assert error.headers == {
-        "X-RateLimit-Limit": "600",
-        "X-RateLimit-Remaining": "0",
-        "X-RateLimit-Reset": "8",
-        "Retry-After": "8",
-    }
 
 
 @pytest.mark.parametrize(

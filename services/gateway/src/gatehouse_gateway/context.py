@@ -50,12 +50,14 @@ class GatewayContext:
         )
 
     async def start(self) -> None:
-        """Start background work (the audit sender)."""
+        """Start background work (the audit sender, the rate limiter's quota stream)."""
         await self.audit.start()
+        await self.rate_limiter.start()
 
     async def close(self) -> None:
-        """Flush audit events, then close every connection."""
+        """Flush audit events, give back unspent quota, then close every connection."""
         await self.audit.close(timeout=self.settings.shutdown_grace_seconds)
+        await self.rate_limiter.close()
         await self.verifier.aclose()
         await self.redis.aclose()
         await self.upstreams.close()
