@@ -11,7 +11,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from prometheus_client import REGISTRY
 
-from gatehouse_gateway.quota import QuotaUnavailable
+from gatehouse_gateway.quota import QuotaUnavailable, giving_back
 from gatehouse_gateway.ratelimiting import LocalQuota
 from gatehouse_protos.ratelimit.v1 import ratelimit_pb2 as pb
 
@@ -294,3 +294,33 @@ async def test_no_grant_raises_quota_unavailable() -> None:
     slow.gate = asyncio.Event()
     with pytest.raises(QuotaUnavailable):
         await quota(slow, deadline=0.05).decide("http", "default", USER)
+
+
+def test_a_grant_nobody_waited_for_is_given_back_whole() -> None:
+    def descriptor(value: str) -> pb.RateLimitDescriptor:
+        return pb.RateLimitDescriptor(
+            entries=[pb.RateLimitDescriptor.Entry(key="user", value=value)]
+        )
+
+    request = pb.QuotaRequest(
+        id=7,
+        domain="http",
+        tier="admin",
+        demands=[pb.QuotaDemand(descriptor=descriptor(v), hits=4) for v in ("a", "b", "c")],
+    )
+    grant = pb.QuotaGrant(
+        id=7,
+        quotas=[
+            pb.DescriptorQuota(granted_hits=4, reservation="r1"),
+            pb.DescriptorQuota(granted_hits=0),
+            pb.DescriptorQuota(granted_hits=4),  # unlimited: nothing counted to give back
+        ],
+    )
+    back = giving_back(request, grant)
+    assert back is not None
+    assert (back.domain, back.tier) == ("http", "admin")
+    assert [
+        (d.descriptor.entries[0].value, d.hits, d.returned_reservation, d.returned_hits)
+        for d in back.demands
+    ] == [("a", 0, "r1", 4)]
+    assert giving_back(request, pb.QuotaGrant(id=7, quotas=[pb.DescriptorQuota()] * 3)) is None

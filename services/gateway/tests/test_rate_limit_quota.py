@@ -66,6 +66,8 @@ class Ratelimit:
             rules_path=rules,
             key_prefix=f"test:{uuid.uuid4().hex}:",
             rules_reload_debounce_ms=50,
+            # Generous: the machine running the tests is shared and busy.
+            redis_timeout_ms=2000,
             # The gateways' quota streams stay open: do not wait long for them to end.
             shutdown_grace_seconds=0.2,
         )
@@ -234,3 +236,23 @@ async def test_while_the_stream_is_down_the_fail_mode_decides_until_it_opens_aga
 
         await until(limited_again)
         assert metric("gateway_rate_limit_quota_stream_up") == 1
+
+
+async def test_a_service_back_within_the_deadline_costs_no_request_its_decision(
+    gateway_of: GatewayOf, ratelimit: Ratelimit, realm: Realm
+) -> None:
+    async with gateway_of(rate_limit_fail_mode="closed", ratelimit_deadline_seconds=5.0) as gateway:
+        assert (await gateway.get("/authors", headers=bearer(realm, "before"))).status_code == 200
+        unreachable = metric("gateway_rate_limit_unreachable_total", fail_mode="closed")
+        await ratelimit.stop()
+        # Asked while the service is away, answered once it is back (a replica restarting).
+        during = asyncio.create_task(
+            gateway.get("/authors", headers=bearer(realm, f"during-{uuid.uuid4().hex}"))
+        )
+        await asyncio.sleep(0.3)
+        assert not during.done()
+        await ratelimit.start()
+        response = await during
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-limit"] == str(LIMIT)
+        assert metric("gateway_rate_limit_unreachable_total", fail_mode="closed") == unreachable

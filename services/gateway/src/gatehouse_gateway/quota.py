@@ -2,7 +2,7 @@
 
 Use from the event loop's thread::
 
-    stream = QuotaStream(channel)
+    stream = QuotaStream(channel, patience=0.5)
     await stream.start()
     grant = await stream.ask(request, deadline=0.5)   # QuotaUnavailable when it cannot
     stream.send(request)                              # fire and forget (giving back)
@@ -13,9 +13,11 @@ Use from the event loop's thread::
   it granted is given back at once.
 - The stream opens at `start` and, when it breaks, opens again at once; requests not
   yet answered are sent again on the new stream (a grant lost with the old one only
-  leaves its hits counted until they leave the window). When the stream cannot be
-  opened, it is tried again with backoff, and meanwhile `ask` fails at once and `send`
-  drops its request: the caller's fail mode decides.
+  leaves its hits counted until they leave the window). When it cannot be opened it is
+  tried again with backoff; requests wait for it for `patience` seconds (a replica
+  restarting: Traefik sends the next attempt to a live one), after which the stream is
+  down: `ask` fails at once and `send` drops its request until it opens again, and the
+  caller's fail mode decides.
 - `close` sends what is queued, ends the stream and waits for the service to end it.
 """
 
@@ -76,8 +78,9 @@ def giving_back(
 class QuotaStream:
     """One reconnecting LeaseQuota stream with requests matched to grants by id."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, *, patience: float) -> None:
         self._stub = ratelimit_pb2_grpc.RateLimitServiceStub(channel)
+        self._patience = patience
         self._ids = itertools.count(1)
         # Requests sent or to send, by id: the caller's future (None: nobody waits).
         self._pending: dict[
@@ -151,14 +154,17 @@ class QuotaStream:
 
     async def _run(self) -> None:
         delay = _RECONNECT_INITIAL
+        loop = asyncio.get_running_loop()
+        failing_since: float | None = None
         while not self._closing:
             if await self._session():
-                delay = _RECONNECT_INITIAL
+                delay, failing_since = _RECONNECT_INITIAL, None
                 continue
-            if not self._down:
+            failing_since = failing_since or loop.time()
+            if not self._down and loop.time() - failing_since >= self._patience:
                 log.warning("quota stream cannot be opened; the fail mode applies")
-            self._down = True
-            self._fail_pending()
+                self._down = True
+                self._fail_pending()
             await asyncio.sleep(delay * (1 + random.random() / 2))  # noqa: S311 (jitter)
             delay = min(delay * 2, _RECONNECT_MAX)
 

@@ -450,7 +450,7 @@ class RateLimiter:
         # Lease calls change state, so they are never retried: the write channel.
         self._stub = upstream.stub(ratelimit_pb2_grpc.RateLimitServiceStub, writes=True)
         self.fail_open = fail_open
-        self._stream = QuotaStream(upstream.write_channel)
+        self._stream = QuotaStream(upstream.write_channel, patience=upstream.deadline)
         self._quota = LocalQuota(self._stream, upstream.deadline)
 
     async def start(self) -> None:
