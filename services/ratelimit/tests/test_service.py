@@ -151,6 +151,14 @@ def _bad(
             _bad(override=pb.RateLimitDescriptor.Override(unit=pb.UNIT_SECOND)),
             "descriptors[0].limit.requests_per_unit",
         ),
+        (
+            _bad(
+                override=pb.RateLimitDescriptor.Override(
+                    requests_per_unit=4_000_000_000, unit=pb.UNIT_SECOND
+                )
+            ),
+            "descriptors[0].limit.requests_per_unit",
+        ),
     ],
 )
 async def test_bad_requests_are_invalid_arguments_naming_the_field(

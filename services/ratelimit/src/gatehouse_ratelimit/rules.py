@@ -62,10 +62,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The largest limit a rule or an override may set.
+MAX_REQUESTS_PER_UNIT = 10_000_000
+
+
 class Limit(_Strict):
     """At most `requests_per_unit` hits in any sliding window one `unit` long."""
 
-    requests_per_unit: int = Field(ge=1, le=10_000_000)
+    requests_per_unit: int = Field(ge=1, le=MAX_REQUESTS_PER_UNIT)
     unit: Unit
 
 

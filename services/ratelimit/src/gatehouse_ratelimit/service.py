@@ -14,7 +14,7 @@ from gatehouse_protos.ratelimit.v1 import ratelimit_pb2_grpc
 from gatehouse_ratelimit.leases import ConnectionLeases, LeaseDecision
 from gatehouse_ratelimit.limiter import Demand, Descriptor, DescriptorStatus, RateLimiter
 from gatehouse_ratelimit.metrics import QUOTA_STREAMS
-from gatehouse_ratelimit.rules import Limit, Unit
+from gatehouse_ratelimit.rules import MAX_REQUESTS_PER_UNIT, Limit, Unit
 
 if TYPE_CHECKING:
     Context = Any
@@ -46,8 +46,13 @@ def _descriptor(
         unit = _UNITS.get(descriptor.limit.unit)
         if unit is None:
             violations.append((f"{where}.limit.unit", "unknown unit"))
-        elif descriptor.limit.requests_per_unit < 1:
-            violations.append((f"{where}.limit.requests_per_unit", "must be >= 1"))
+        elif not 1 <= descriptor.limit.requests_per_unit <= MAX_REQUESTS_PER_UNIT:
+            violations.append(
+                (
+                    f"{where}.limit.requests_per_unit",
+                    f"must be between 1 and {MAX_REQUESTS_PER_UNIT}",
+                )
+            )
         else:
             override = Limit(requests_per_unit=descriptor.limit.requests_per_unit, unit=unit)
     return Descriptor(tuple((e.key, e.value) for e in descriptor.entries), override)
