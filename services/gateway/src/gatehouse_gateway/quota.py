@@ -94,11 +94,6 @@ class QuotaStream:
         self._task: asyncio.Task[None] | None = None
         QUOTA_STREAM_UP.set(0)
 
-    @property
-    def up(self) -> bool:
-        """Whether the stream is open now."""
-        return self._call is not None
-
     async def start(self) -> None:
         """Open the stream in the background (reopened whenever it breaks)."""
         if self._task is None:
@@ -157,14 +152,19 @@ class QuotaStream:
         loop = asyncio.get_running_loop()
         failing_since: float | None = None
         while not self._closing:
+            opened = loop.time()
             if await self._session():
-                delay, failing_since = _RECONNECT_INITIAL, None
-                continue
-            failing_since = failing_since or loop.time()
-            if not self._down and loop.time() - failing_since >= self._patience:
-                log.warning("quota stream cannot be opened; the fail mode applies")
-                self._down = True
-                self._fail_pending()
+                failing_since = None
+                if loop.time() - opened >= _RECONNECT_MAX:
+                    # It served a while: open the next one at once.
+                    delay = _RECONNECT_INITIAL
+                    continue
+            else:
+                failing_since = failing_since or loop.time()
+                if not self._down and loop.time() - failing_since >= self._patience:
+                    log.warning("quota stream cannot be opened; the fail mode applies")
+                    self._down = True
+                    self._fail_pending()
             await asyncio.sleep(delay * (1 + random.random() / 2))  # noqa: S311 (jitter)
             delay = min(delay * 2, _RECONNECT_MAX)
 
