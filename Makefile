@@ -1,5 +1,7 @@
 # The verbs people type. Each calls a real script; see README.md. `make` alone lists them.
 .DEFAULT_GOAL := help
+# Where the bootstrap puts the programs the machine lacks (uv on a fresh Debian 12).
+export PATH := $(PATH):$(or $(GATEHOUSE_CACHE),$(HOME)/.cache/gatehouse)/bin
 .PHONY: help bootstrap run down test lint protos bench
 
 help: ## list the verbs
