@@ -72,7 +72,7 @@ async def test_load_spreads_across_replicas(
     }
     headers = await tokens.headers("admin")
     for _ in range(SPREAD_REQUESTS):
-        listed = await web.get("/authors", params={"id": author["id"]}, headers=headers)
+        listed = await web.get("/authors", params={"id": str(author["id"])}, headers=headers)
         assert listed.status_code == 200
     after = {
         ("gateway", k): await counter(metrics, "gateway", k, "http_requests_total", **LISTS)
