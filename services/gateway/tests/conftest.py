@@ -69,8 +69,10 @@ class Upstreams:
     ratelimit: RunningService
 
     def targets(self) -> dict[str, Any]:
-        """Gateway settings that call each service directly."""
+        """Gateway settings that call each service directly and hear its change events
+        (on a channel of its own, not a running stack's)."""
         return {
+            "authors_events_channel": self.authors_settings.events_channel,
             "authors_target": f"127.0.0.1:{self.authors.port}",
             "authors_authority": "",
             "audit_target": f"127.0.0.1:{self.audit.port}",
