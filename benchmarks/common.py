@@ -38,6 +38,8 @@ class Measurement:
     `cpu_seconds` is the CPU time (user + system, every thread) that the process doing
     the work spent during the measured window, where the benchmark watched it: with
     `calls`, what one call costs that process, whatever else shares the machine.
+    `quantiles_ms` ({percentile: ms}) stands in for `latencies_ms` when an external load
+    generator (wrk) reports percentiles rather than every sample.
     """
 
     name: str
@@ -46,6 +48,7 @@ class Measurement:
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     errors: dict[str, int] = field(default_factory=dict)
     cpu_seconds: float | None = None
+    quantiles_ms: dict[float, float] = field(default_factory=dict, repr=False)
 
     @property
     def rate(self) -> float:
@@ -57,18 +60,31 @@ class Measurement:
             return None
         return self.cpu_seconds / self.calls * 1e6
 
+    def quantile_ms(self, q: float) -> float | None:
+        """The latency at percentile `q`, from the samples or the reported percentiles."""
+        if self.latencies_ms:
+            return percentile(self.latencies_ms, q)
+        return self.quantiles_ms.get(q)
+
     def summary(self) -> dict[str, Any]:
         lat = self.latencies_ms
+
+        def ms(q: float) -> float | None:
+            value = self.quantile_ms(q)
+            return round(value, 3) if value is not None else None
+
+        every = [ms(q) for q in range(1, 100)]
         return {
             "name": self.name,
             "calls": self.calls,
             "seconds": round(self.seconds, 3),
             "per_second": round(self.rate, 1),
-            "p50_ms": round(percentile(lat, 50), 3) if lat else None,
-            "p99_ms": round(percentile(lat, 99), 3) if lat else None,
+            "p50_ms": ms(50),
+            "p99_ms": ms(99),
+            "p99_9_ms": ms(99.9),
             "mean_ms": round(statistics.fmean(lat), 3) if lat else None,
             # Latency at each percentile 1..99, for the distribution plots.
-            "percentiles_ms": [round(percentile(lat, q), 3) for q in range(1, 100)] if lat else [],
+            "percentiles_ms": every if None not in every else [],
             "errors": self.errors,
             "cpu_us_per_call": round(cpu, 1) if (cpu := self.cpu_us_per_call) else None,
         }
@@ -117,11 +133,68 @@ async def measure(
     return measured
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (field 3 of proc(5) first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def process_cpu_seconds(pid: int) -> float:
     """CPU time (user + system, all threads) that process `pid` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     # Fields 14 and 15 of proc(5), utime and stime, counted after the command name.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ProcessTable:
+    """One reading of every process: parent, own CPU time, and the CPU time of its
+    children that have exited and been waited for (cutime + cstime), in seconds."""
+
+    parent: dict[int, int]
+    own: dict[int, float]
+    reaped: dict[int, float]
+
+    @classmethod
+    def read(cls) -> ProcessTable:
+        tick = os.sysconf("SC_CLK_TCK")
+        parent: dict[int, int] = {}
+        own: dict[int, float] = {}
+        reaped: dict[int, float] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = _stat(entry.name)
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited meanwhile
+            pid = int(entry.name)
+            # proc(5) fields 4 (ppid), 14-15 (utime, stime), 16-17 (cutime, cstime).
+            parent[pid] = int(fields[1])
+            own[pid] = (int(fields[11]) + int(fields[12])) / tick
+            reaped[pid] = (int(fields[13]) + int(fields[14])) / tick
+        return cls(parent, own, reaped)
+
+    def descendants(self, root: int) -> set[int]:
+        """`root` and every live process below it."""
+        children: dict[int, list[int]] = {}
+        for pid, ppid in self.parent.items():
+            children.setdefault(ppid, []).append(pid)
+        found, todo = set(), [root]
+        while todo:
+            pid = todo.pop()
+            if pid in self.own and pid not in found:
+                found.add(pid)
+                todo += children.get(pid, [])
+        return found
+
+    def tree_cpu_seconds(self, root: int) -> float:
+        """CPU time of the process tree under `root`, exited members included.
+
+        Each live member's own time plus what its waited-for children used: a child
+        that exits between two readings moves from the first sum into its parent's
+        cutime/cstime, so the difference of two readings is the tree's CPU in between
+        (PostgreSQL's backends, threads and helper processes alike)."""
+        return sum(self.own[p] + self.reaped[p] for p in self.descendants(root))
 
 
 @dataclass

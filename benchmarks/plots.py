@@ -1,4 +1,5 @@
-"""PNG plots of the recorded results: latency distributions and WebSocket scale."""
+"""PNG plots of the recorded results: latency distributions, WebSocket scale, and CPU per
+request per process."""
 
 from __future__ import annotations
 
@@ -54,6 +55,57 @@ def scale_plot(result: dict[str, Any], out: Path) -> bool:
     return True
 
 
+def cpu_plot(result: dict[str, Any], out: Path) -> bool:
+    """Stacked bars of CPU µs per request by process, from a result's `cpu_us_per_request`
+    ({scenario: {system: {process: µs}}}): one group per scenario, one bar per system."""
+    scenarios = result.get("cpu_us_per_request")
+    if not scenarios:
+        return False
+    systems = list(dict.fromkeys(s for bars in scenarios.values() for s in bars))
+    processes = list(
+        dict.fromkeys(p for bars in scenarios.values() for stack in bars.values() for p in stack)
+    )
+    colours = plt.get_cmap("tab20")
+    width = 0.8 / len(systems)
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    labelled: set[str] = set()
+    for i, system in enumerate(systems):
+        positions = [g + (i - (len(systems) - 1) / 2) * width for g in range(len(scenarios))]
+        bottoms = [0.0] * len(scenarios)
+        for j, process in enumerate(processes):
+            heights = [bars.get(system, {}).get(process, 0.0) for bars in scenarios.values()]
+            if not any(heights):
+                continue
+            ax.bar(
+                positions,
+                heights,
+                width * 0.95,
+                bottom=bottoms,
+                color=colours(j % 20),
+                edgecolor="white",
+                linewidth=0.3,
+                label=None if process in labelled else process,
+            )
+            labelled.add(process)
+            bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+        for x, total in zip(positions, bottoms, strict=True):
+            ax.annotate(system, (x, total), ha="center", va="bottom", fontsize="x-small")
+    ax.set_xticks(range(len(scenarios)), [_wrapped(t) for t in scenarios], fontsize="small")
+    ax.set_ylabel("CPU µs per request (user + system)")
+    ax.set_title(f"{result['benchmark']}: CPU per request by process")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _wrapped(title: str) -> str:
+    head, _, tail = title.partition(": ")
+    return f"{head}\n{tail}" if tail else head
+
+
 def write_plots() -> list[Path]:
     """Draw every plot the recorded results allow; return the files written."""
     written: list[Path] = []
@@ -65,4 +117,7 @@ def write_plots() -> list[Path]:
         scale = RESULTS / f"{path.stem}-scale.png"
         if scale_plot(result, scale):
             written.append(scale)
+        cpu = RESULTS / f"{path.stem}-cpu.png"
+        if cpu_plot(result, cpu):
+            written.append(cpu)
     return written
