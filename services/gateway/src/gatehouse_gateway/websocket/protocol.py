@@ -102,8 +102,14 @@ def _readable_req_id(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# pkg_id is an int32 on the wire (protobuf format): an error echoes only what fits.
+_PKG_ID_RANGE = range(-(2**31), 2**31)
+
+
 def _readable_pkg_id(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    if isinstance(value, int) and not isinstance(value, bool) and value in _PKG_ID_RANGE:
+        return value
+    return 0
 
 
 def _request(pkg_id: object, req_id: object, method: object, data: object) -> Request:
