@@ -20,8 +20,9 @@ test: bootstrap ## run every test against the real programs (starts the platform
 	@uv run python scripts/protos.py --check
 	@uv run pytest --cov --cov-report=term
 
-lint: ## ruff, mypy --strict and buf lint on all hand-written code
-	@"$$(bash scripts/install-buf.sh)" lint protos
+lint: ## ruff, mypy --strict, buf lint, buf breaking against the released contracts
+	@buf="$$(bash scripts/install-buf.sh)" && "$$buf" lint protos && \
+		"$$buf" breaking protos --against protos/released.binpb
 	@uv run ruff check .
 	@uv run ruff format --check .
 	@uv run --group bench mypy services tests benchmarks scripts
