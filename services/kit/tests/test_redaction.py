@@ -57,3 +57,14 @@ def test_oversized_request_data_becomes_a_truncation_marker_within_the_cap(fille
     assert marker["_preview"].startswith('{"password":"[REDACTED]","blob":"')
     assert "hunter2" not in text
     assert len(marker["_preview"]) > 100
+
+
+def test_request_data_with_lone_surrogates_is_utf8_json_of_the_same_data() -> None:
+    # json.loads('{"name": "\\ud800"}') holds a lone surrogate, which UTF-8 cannot encode.
+    data = json.loads('{"name": "a\\ud800b", "note": "caf\\u00e9"}')
+    text = request_data_json(data)
+    text.encode()
+    assert json.loads(text) == data
+    big = request_data_json({"name": "\ud800" * 2000}, max_bytes=512)
+    assert len(big.encode()) <= 512
+    assert json.loads(big)["_truncated"] is True

@@ -8,6 +8,8 @@
   `max_bytes` (UTF-8), it is replaced by a small JSON object that says so:
   `{"_truncated": true, "_original_bytes": N, "_preview": "<the start of the text>"}`,
   itself within `max_bytes`, so request_data is always valid JSON of bounded size.
+  Data holding lone surrogates (which UTF-8 cannot encode) is rendered with JSON's
+  `\\uXXXX` escapes instead, so the text is always UTF-8.
 """
 
 from __future__ import annotations
@@ -61,8 +63,14 @@ def request_data_json(data: Any, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """`data` redacted, as JSON text of at most `max_bytes` UTF-8 bytes (see module doc)."""
     if data is None:
         return ""
-    text = json.dumps(redact(data), separators=(",", ":"), ensure_ascii=False, default=str)
-    size = len(text.encode())
+    redacted = redact(data)
+    text = json.dumps(redacted, separators=(",", ":"), ensure_ascii=False, default=str)
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        # Lone surrogates (a JSON body's "\ud800"): JSON's own \uXXXX escapes carry them.
+        text = json.dumps(redacted, separators=(",", ":"), default=str)
+        size = len(text)
     if size <= max_bytes:
         return text
     room = max_bytes - len(_ENVELOPE) - len(str(size))
