@@ -26,7 +26,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
 COPY deploy/ratelimit/ deploy/ratelimit/
-COPY scripts/dev-cert.sh scripts/prometheus-targets.sh scripts/
+COPY scripts/dev-cert.sh scripts/prometheus-targets.sh scripts/traefik-config.sh scripts/
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1

@@ -16,6 +16,10 @@ export GATEHOUSE_STATE="${GATEHOUSE_STATE:-$HOME/.local/state/gatehouse}"
 export GATEWAY_REPLICAS="${GATEWAY_REPLICAS:-1}" AUTHORS_REPLICAS="${AUTHORS_REPLICAS:-1}"
 export AUDIT_REPLICAS="${AUDIT_REPLICAS:-1}" RATELIMIT_REPLICAS="${RATELIMIT_REPLICAS:-1}"
 export GATEHOUSE_TLS_DIR="$GATEHOUSE_STATE/tls"
+# Traefik's internal entrypoints (8081-8083) listen on this address, rendered into its
+# static configuration by scripts/traefik-config.sh; only 8080 and 8443 listen on every
+# interface.
+export GATEHOUSE_INTERNAL_BIND_ADDRESS="${GATEHOUSE_INTERNAL_BIND_ADDRESS:-127.0.0.1}"
 # supervisorctl only reads the [supervisorctl] section, but expands every ENV_ it sees.
 export TRAEFIK_BIN="${TRAEFIK_BIN:-unset}"
 conf="$REPO_ROOT/deploy/supervisor/supervisord.conf"
@@ -43,9 +47,9 @@ Gatehouse is running ($GATEWAY_REPLICAS gateway, $AUTHORS_REPLICAS authors, $AUD
   API docs            http://localhost:8080/docs
   Keycloak (public)   http://localhost:8080/auth/realms/gatehouse
   Keycloak admin      http://127.0.0.1:8180/auth/admin   (kcadmin / kcadmin-dev-password, loopback only)
-  gRPC (internal)     127.0.0.1:8081   (:authority authors | audit | ratelimit)
-  metrics (internal)  http://127.0.0.1:8082/metrics/<process>/<replica>
-  Traefik dashboard   http://127.0.0.1:8083/dashboard/
+  gRPC (internal)     $GATEHOUSE_INTERNAL_HOST:8081   (:authority authors | audit | ratelimit)
+  metrics (internal)  http://$GATEHOUSE_INTERNAL_HOST:8082/metrics/<process>/<replica>
+  Traefik dashboard   http://$GATEHOUSE_INTERNAL_HOST:8083/dashboard/
   Prometheus          http://127.0.0.1:9090
   logs                $GATEHOUSE_STATE/logs
 
@@ -85,6 +89,7 @@ up() {
       log "already running; checking readiness"
       # The running stack's replica counts, whatever this shell asked for.
       set -a; source "$GATEHOUSE_STATE/replicas.env"; set +a
+      GATEHOUSE_INTERNAL_HOST="${GATEHOUSE_INTERNAL_HOST:-127.0.0.1}"
       "$venv_bin/python" "$REPO_ROOT/scripts/stack_ready.py" --timeout 180
       unlock
       print_urls
@@ -93,6 +98,15 @@ up() {
     log "already running (detached); stop it with: bash scripts/run.sh down"
     exit 1
   fi
+  # Traefik's static configuration first: a bad bind address stops here, before anything starts.
+  bash "$REPO_ROOT/scripts/traefik-config.sh" "$GATEHOUSE_STATE/traefik/traefik.yml"
+  # The address this host's own clients (the gateway, Prometheus, the readiness probes)
+  # dial for the internal entrypoints: loopback when they listen on every interface.
+  export GATEHOUSE_INTERNAL_HOST="$GATEHOUSE_INTERNAL_BIND_ADDRESS"
+  [ "$GATEHOUSE_INTERNAL_HOST" != 0.0.0.0 ] || GATEHOUSE_INTERNAL_HOST=127.0.0.1
+  export GATEWAY_AUTHORS_TARGET="${GATEWAY_AUTHORS_TARGET:-$GATEHOUSE_INTERNAL_HOST:8081}"
+  export GATEWAY_AUDIT_TARGET="${GATEWAY_AUDIT_TARGET:-$GATEHOUSE_INTERNAL_HOST:8081}"
+  export GATEWAY_RATELIMIT_TARGET="${GATEWAY_RATELIMIT_TARGET:-$GATEHOUSE_INTERNAL_HOST:8081}"
   # Install only what is missing (make run has already run bootstrap.sh).
   if ! command -v prometheus >/dev/null 2>&1 || ! command -v uv >/dev/null 2>&1 || [ ! -x "$venv_bin/supervisord" ]; then
     bash "$REPO_ROOT/scripts/bootstrap.sh" 9>&-
@@ -104,10 +118,11 @@ up() {
   bash "$REPO_ROOT/scripts/redis.sh" start 9>&-
   mkdir -p "$GATEHOUSE_STATE/logs" "$GATEHOUSE_STATE/prometheus/data"
   bash "$REPO_ROOT/scripts/dev-cert.sh" "$GATEHOUSE_TLS_DIR"
-  bash "$REPO_ROOT/scripts/prometheus-targets.sh" "$GATEHOUSE_STATE/prometheus/targets" 127.0.0.1:8082
+  bash "$REPO_ROOT/scripts/prometheus-targets.sh" "$GATEHOUSE_STATE/prometheus/targets" "$GATEHOUSE_INTERNAL_HOST:8082"
   # What is running, for later `up -d` calls and for the test harness.
-  printf 'GATEWAY_REPLICAS=%s\nAUTHORS_REPLICAS=%s\nAUDIT_REPLICAS=%s\nRATELIMIT_REPLICAS=%s\n' \
-    "$GATEWAY_REPLICAS" "$AUTHORS_REPLICAS" "$AUDIT_REPLICAS" "$RATELIMIT_REPLICAS" > "$GATEHOUSE_STATE/replicas.env"
+  printf 'GATEWAY_REPLICAS=%s\nAUTHORS_REPLICAS=%s\nAUDIT_REPLICAS=%s\nRATELIMIT_REPLICAS=%s\nGATEHOUSE_INTERNAL_HOST=%s\n' \
+    "$GATEWAY_REPLICAS" "$AUTHORS_REPLICAS" "$AUDIT_REPLICAS" "$RATELIMIT_REPLICAS" \
+    "$GATEHOUSE_INTERNAL_HOST" > "$GATEHOUSE_STATE/replicas.env"
   # Prometheus resolves targets/ and rules/ beside its configuration file.
   ln -sfn "$REPO_ROOT/deploy/prometheus/prometheus.yml" "$GATEHOUSE_STATE/prometheus/prometheus.yml"
   ln -sfn "$REPO_ROOT/deploy/prometheus/rules" "$GATEHOUSE_STATE/prometheus/rules"

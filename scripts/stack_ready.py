@@ -4,7 +4,9 @@
 retried until it passes or the deadline expires; a probe that never passes is named
 with its last error, and the exit status is 1.
 Replica counts come from GATEWAY_REPLICAS, AUTHORS_REPLICAS, AUDIT_REPLICAS and
-RATELIMIT_REPLICAS (default 1), ports from docs/architecture.md (replica k: port + 100*k).
+RATELIMIT_REPLICAS (default 1), ports from docs/architecture.md (replica k: port + 100*k);
+Traefik's internal entrypoints on GATEHOUSE_INTERNAL_HOST (default 127.0.0.1, see
+scripts/run.sh).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import time
 from gatehouse_kit.readiness import Failure, Probe, grpc_serving, http_ok, wait_until
 
 GRPC_SERVICES = {"authors": 7051, "audit": 7052, "ratelimit": 7053}
-TRAEFIK_GRPC = "127.0.0.1:8081"
+INTERNAL_HOST = os.environ.get("GATEHOUSE_INTERNAL_HOST", "127.0.0.1")
+TRAEFIK_GRPC = f"{INTERNAL_HOST}:8081"
 
 
 def replicas(process: str) -> int:
@@ -29,7 +32,7 @@ def replicas(process: str) -> int:
 def direct_probes() -> list[Probe]:
     """Every process on its own port."""
     found = [
-        Probe("traefik", http_ok("http://127.0.0.1:8083/ping")),
+        Probe("traefik", http_ok(f"http://{INTERNAL_HOST}:8083/ping")),
         Probe("keycloak", http_ok("http://127.0.0.1:9000/auth/health/ready")),
         Probe("prometheus", http_ok("http://127.0.0.1:9090/-/ready")),
     ]

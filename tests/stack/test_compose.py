@@ -21,6 +21,7 @@ from tests.harness.backends import REPO
 BIN = Path(sys.executable).parent
 PROCESSES = ("gateway", "authors", "audit", "ratelimit")
 PUBLIC_PORTS = {"8080", "8443"}
+RENDERED_STATIC = "/var/lib/gatehouse/traefik/traefik.yml"
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +98,25 @@ def test_compose_uses_the_same_traefik_prometheus_and_keycloak_configuration(
         }
 
     assert "deploy/traefik" in sources("traefik")
-    assert compose["services"]["traefik"]["command"] == ["--configFile=deploy/traefik/traefik.yml"]
+    # Traefik reads deploy/traefik/traefik.yml as stack-init renders it (below).
+    assert compose["services"]["traefik"]["command"] == [f"--configFile={RENDERED_STATIC}"]
+    assert "deploy/traefik" in sources("stack-init")
     assert {"deploy/prometheus/prometheus.yml", "deploy/prometheus/rules"} <= sources("prometheus")
     assert "deploy/keycloak/gatehouse-realm.json" in sources("keycloak")
     assert {"deploy/grafana/provisioning", "deploy/grafana/dashboards"} <= sources("grafana")
+
+
+def test_traefiks_internal_entrypoints_listen_only_inside_the_compose_network(
+    compose: dict[str, Any],
+) -> None:
+    """Other containers reach 8081-8083 on Traefik's container; the host only on loopback."""
+    init = compose["services"]["stack-init"]
+    assert init["environment"]["GATEHOUSE_INTERNAL_BIND_ADDRESS"] == "0.0.0.0"
+    assert f"bash scripts/traefik-config.sh {RENDERED_STATIC} &&" in " ".join(init["command"])
+    published = {p["target"]: p.get("host_ip") for p in compose["services"]["traefik"]["ports"]}
+    assert {port: published[port] for port in (8081, 8082, 8083)} == dict.fromkeys(
+        (8081, 8082, 8083), "127.0.0.1"
+    )
 
 
 def test_compose_pins_the_program_versions_the_native_scripts_install(

@@ -1,0 +1,77 @@
+"""scripts/traefik-config.sh: Traefik's static configuration with its internal entrypoints
+bound to GATEHOUSE_INTERNAL_BIND_ADDRESS, everything else as in deploy/traefik/traefik.yml."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.backends import REPO
+
+SOURCE = REPO / "deploy/traefik/traefik.yml"
+INTERNAL = {"grpc": 8081, "metrics": 8082, "traefik": 8083}
+PUBLIC = {"web": ":8080", "websecure": ":8443"}
+
+
+def render(out: Path, bind: str | None) -> subprocess.CompletedProcess[str]:
+    """Run the script into `out`, with GATEHOUSE_INTERNAL_BIND_ADDRESS set to `bind`."""
+    env = {k: v for k, v in os.environ.items() if k != "GATEHOUSE_INTERNAL_BIND_ADDRESS"}
+    if bind is not None:
+        env["GATEHOUSE_INTERNAL_BIND_ADDRESS"] = bind
+    return subprocess.run(
+        ["bash", "scripts/traefik-config.sh", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def addresses(config: dict[str, Any]) -> dict[str, str]:
+    """Each entrypoint's address."""
+    return {name: entry["address"] for name, entry in config["entryPoints"].items()}
+
+
+@pytest.mark.parametrize(
+    ("bind", "host"), [(None, "127.0.0.1"), ("", "127.0.0.1"), ("10.0.0.5", "10.0.0.5")]
+)
+def test_internal_entrypoints_listen_on_the_bind_address(
+    tmp_path: Path, bind: str | None, host: str
+) -> None:
+    out = tmp_path / "traefik.yml"
+    result = render(out, bind)
+    assert result.returncode == 0, result.stderr
+    rendered = yaml.safe_load(out.read_text())
+    expected = {**PUBLIC, **{name: f"{host}:{port}" for name, port in INTERNAL.items()}}
+    assert addresses(rendered) == expected
+    # Nothing else differs from the file in the repository.
+    source = yaml.safe_load(SOURCE.read_text())
+    for name in INTERNAL:
+        source["entryPoints"][name]["address"] = rendered["entryPoints"][name]["address"]
+    assert rendered == source
+
+
+def test_the_repository_file_binds_the_internal_entrypoints_to_loopback() -> None:
+    """Read as it is (a Traefik started on it directly), nothing internal is exposed."""
+    found = addresses(yaml.safe_load(SOURCE.read_text()))
+    assert found == {**PUBLIC, **{name: f"127.0.0.1:{port}" for name, port in INTERNAL.items()}}
+
+
+@pytest.mark.parametrize(
+    "bind", ["localhost", "10.0.0.256", "::1", "10.0.0", "010.0.0.5", "10.0.0.5:9000", "1.2.3.4 "]
+)
+def test_a_bad_bind_address_is_refused_and_writes_nothing(tmp_path: Path, bind: str) -> None:
+    out = tmp_path / "traefik.yml"
+    out.write_text("previous\n")
+    result = render(out, bind)
+    assert result.returncode == 2
+    assert "GATEHOUSE_INTERNAL_BIND_ADDRESS must be an IPv4 address" in result.stderr
+    assert out.read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["traefik.yml"]
