@@ -109,7 +109,7 @@ async def run() -> dict[str, Any]:
             for url in (raw_db, e2e_db):
                 await asyncio.to_thread(upgrade, url)
             events = _events(EVENTS)
-            raw_seconds = await _raw_copy(raw_db, to_rows(events), batch_size)
+            raw_seconds = await _raw_copy(raw_db, to_rows(events)[0], batch_size)
             e2e_seconds, counts = await _end_to_end(e2e_db, events)
             conn = await asyncpg.connect(e2e_db)
             try:

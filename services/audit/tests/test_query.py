@@ -53,7 +53,7 @@ async def stored(audit_db: str) -> list[audit_pb2.AuditEvent]:
     """The dataset, stored, newest first (timestamp, then insertion order, descending)."""
     events = _dataset()
     repository = await AuditRepository.connect(audit_db, max_size=1)
-    await repository.write(to_rows(events))
+    await repository.write(to_rows(events)[0])
     await repository.close()
     order = {e.event_id: i for i, e in enumerate(events)}
     return sorted(events, key=lambda e: (e.timestamp.ToDatetime(), order[e.event_id]), reverse=True)

@@ -21,7 +21,7 @@ async def _store(audit_db: str, make_event: EventFactory, user: str, ages: list[
     repository = await AuditRepository.connect(audit_db, max_size=1)
     try:
         await repository.write(
-            to_rows(make_event(user_id=user, when=now - timedelta(days=d)) for d in ages)
+            to_rows(make_event(user_id=user, when=now - timedelta(days=d)) for d in ages)[0]
         )
     finally:
         await repository.close()

@@ -1,16 +1,25 @@
-"""Audit events between their wire form (`AuditEvent`) and their table rows."""
+"""Audit events between their wire form (`AuditEvent`) and their table rows.
+
+An event that can never be stored (a malformed envelope, a NUL character) is not
+refused with its batch: it becomes a `DeadLetter`, its content escaped
+(`gatehouse_kit.audit_text`), for the `audit_dead_letters` table.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import re
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from google.protobuf import timestamp_pb2
 
-from gatehouse_kit.errors import InvalidArgument
+from gatehouse_kit.audit_text import FIELD_LIMITS, storable_roles, storable_text
 from gatehouse_protos.audit.v1 import audit_pb2
 
 # The columns a write fills, in the order of a row; `id` is assigned by the table.
@@ -69,17 +78,27 @@ def to_timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def to_rows(events: Iterable[audit_pb2.AuditEvent]) -> list[Row]:
-    """Validated table rows of `events`; InvalidArgument names every bad field.
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event set aside: why (`kind` invalid | refused, and the detail) and its content."""
+
+    event_id: str
+    kind: str
+    reason: str
+    content: str
+
+
+def to_rows(events: Iterable[audit_pb2.AuditEvent]) -> tuple[list[Row], list[DeadLetter]]:
+    """Table rows of the valid `events`, and a dead letter of each invalid one.
 
     This runs for every ingested event, so the common case (a valid event) is one
     cheap combined check; only a failing event is examined field by field.
     """
     rows: list[Row] = []
-    violations: list[tuple[str, str]] = []
+    dead: list[DeadLetter] = []
     outcomes = OUTCOMES
     uuid_match = _UUID.fullmatch
-    for index, event in enumerate(events):
+    for event in events:
         event_id = event.event_id
         ts = event.timestamp
         outcome = outcomes.get(event.outcome)
@@ -103,7 +122,8 @@ def to_rows(events: Iterable[audit_pb2.AuditEvent]) -> list[Row]:
             or "\x00" in "".join(texts)
             or "\x00" in "".join(roles)
         ):
-            violations.extend((f"events[{index}].{f}", why) for f, why in _problems(event))
+            reason = "; ".join(f"{field} {why}" for field, why in _problems(event))
+            dead.append(dead_letter(_event_fields(event), "invalid", reason))
             continue
         rows.append(
             (
@@ -116,9 +136,52 @@ def to_rows(events: Iterable[audit_pb2.AuditEvent]) -> list[Row]:
                 event.duration_ms,
             )
         )
-    if violations:
-        raise InvalidArgument("invalid audit events", violations[:20])
-    return rows
+    return rows, dead
+
+
+def row_dead_letter(row: Row, reason: str) -> DeadLetter:
+    """The dead letter of a row the database refused."""
+    return dead_letter(dict(zip(COLUMNS, row, strict=True)), "refused", reason)
+
+
+def dead_letter(fields: Mapping[str, Any], kind: str, reason: str) -> DeadLetter:
+    """A dead letter of an event's `fields`, every text in it storable (bounded, escaped)."""
+    given = str(fields.get("event_id", ""))
+    event_id = given.lower() if _UUID.fullmatch(given) else str(uuid.uuid4())
+    content = {name: _storable(name, value) for name, value in fields.items()}
+    return DeadLetter(
+        event_id=event_id,
+        kind=kind,
+        reason=storable_text(reason, FIELD_LIMITS["error_message"]),
+        content=json.dumps(content, ensure_ascii=False, separators=(",", ":")),
+    )
+
+
+def _storable(name: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return storable_text(value, FIELD_LIMITS.get(name, FIELD_LIMITS["request_id"]))
+    if isinstance(value, list):
+        return storable_roles([str(item) for item in value])
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _event_fields(event: audit_pb2.AuditEvent) -> dict[str, Any]:
+    ts = event.timestamp
+    return {
+        "event_id": event.event_id,
+        "timestamp": {"seconds": ts.seconds, "nanos": ts.nanos}
+        if event.HasField("timestamp")
+        else None,
+        "outcome": OUTCOMES.get(event.outcome, event.outcome),
+        "user_roles": list(event.user_roles),
+        **{field: getattr(event, field) for field in _TEXT_FIELDS},
+        "response_status": event.response_status,
+        "duration_ms": event.duration_ms,
+    }
 
 
 def _problems(event: audit_pb2.AuditEvent) -> list[tuple[str, str]]:

@@ -10,8 +10,14 @@ and write them with one COPY.
 - Database unreachable: the writer keeps the batch and retries with backoff until
   the database answers again; the events stay held (and count towards capacity),
   their acknowledgements wait.
+- Rows the database refuses (a data exception, an integrity violation, an oversized
+  entry: `is_refusal`): the batch is split in halves, each written on its own, down to
+  the single rows that are refused; those go to the dead-letter table with the invalid
+  events that `to_rows` set aside, and count as written (and in
+  `audit_dead_letters_total`). Everything else of the batch is stored.
 - Any other write failure: retried `retry_attempts` times with backoff, then the
-  batch is dropped, counted with reason="write_failed", and its futures fail.
+  batch is dropped, counted with reason="write_failed" (rows committed by an earlier
+  half of a split count as written), and its futures fail.
 - `drain(timeout)`: stop admitting, write what is held; what is still held at the
   timeout is dropped with reason="shutdown" (never acknowledged, so the senders
   still have it).
@@ -23,27 +29,49 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import stamina
 import structlog
+from prometheus_client import Counter
 
-from gatehouse_audit.events import Row
-from gatehouse_audit.repository import AuditRepository, is_unreachable
+from gatehouse_audit.events import DeadLetter, Row, row_dead_letter
+from gatehouse_audit.repository import AuditRepository, is_refusal, is_unreachable
 from gatehouse_kit.audit_metrics import AUDIT_BATCH_SIZE, AUDIT_COUNTS, AuditCounts
 from gatehouse_kit.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 log = structlog.get_logger(__name__)
 
+_T = TypeVar("_T")
+
+AUDIT_DEAD_LETTERS = Counter(
+    "audit_dead_letters_total",
+    "Audit events set aside in the dead-letter table: invalid, or refused by the database.",
+    ["reason"],
+)
+DEAD_LETTER_REASONS = ("invalid", "refused")
+for _reason in DEAD_LETTER_REASONS:
+    AUDIT_DEAD_LETTERS.labels(_reason)
+
 
 @dataclass(eq=False)
 class _Group:
     rows: Sequence[Row]
+    dead: Sequence[DeadLetter]
     arrived: float
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+@dataclass
+class _Progress:
+    """What a batch's write achieved so far: rows committed, dead letters found."""
+
+    committed: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
 
 
 def _observe(future: asyncio.Future[None]) -> None:
@@ -102,21 +130,25 @@ class AuditBatchWriter:
             for n in range(self._writer_count)
         ]
 
-    async def submit(self, rows: Sequence[Row]) -> asyncio.Future[None]:
-        """Admit `rows`; the future completes when they are committed."""
+    async def submit(
+        self, rows: Sequence[Row], dead: Sequence[DeadLetter] = ()
+    ) -> asyncio.Future[None]:
+        """Admit `rows` (and `dead`, for the dead-letter table); the future completes
+        when all of them are committed."""
+        count = len(rows) + len(dead)
         if not self._accepting:
             raise Unavailable("the audit service is shutting down")
-        if len(rows) > self._capacity:
+        if count > self._capacity:
             # It would be refused for ever; the sender must split it.
             raise InvalidArgument("the batch is larger than the audit queue's capacity")
-        if self._held + len(rows) > self._capacity:
+        if self._held + count > self._capacity:
             raise ResourceExhausted("the audit queue is full; retry later")
-        group = _Group(rows, time.monotonic())
+        group = _Group(rows, dead, time.monotonic())
         group.done.add_done_callback(_observe)
         self._queue.append(group)
-        self._queued_rows += len(rows)
-        self._held += len(rows)
-        self._counts.received(len(rows))
+        self._queued_rows += count
+        self._held += count
+        self._counts.received(count)
         async with self._changed:
             self._changed.notify_all()
         return group.done
@@ -141,7 +173,7 @@ class AuditBatchWriter:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         left = [*self._queue, *(g for groups in self._in_flight for g in groups)]
         if left:
-            count = sum(len(g.rows) for g in left)
+            count = sum(_size(g) for g in left)
             log.error("audit events not written before shutdown", count=count)
             self._settle(left, error=Unavailable("the audit service shut down"), reason="shutdown")
         self._queue.clear()
@@ -178,18 +210,71 @@ class AuditBatchWriter:
             while self._queue and count < self._batch_size:
                 group = self._queue.popleft()
                 taken.append(group)
-                count += len(group.rows)
+                count += _size(group)
             self._queued_rows -= count
             return tuple(taken)
 
     async def _write(self, groups: tuple[_Group, ...]) -> None:
         rows = [row for group in groups for row in group.rows]
+        progress = _Progress(dead=[d for group in groups for d in group.dead])
+        try:
+            await self._store(rows, progress)
+            if progress.dead:
+                await self._retrying(self._repository.dead_letter, progress.dead)
+        except Exception as error:
+            count = sum(_size(g) for g in groups)
+            log.error("audit batch dropped", count=count, error=type(error).__name__)
+            self._settle(
+                groups,
+                error=Unavailable("the audit write failed"),
+                reason="write_failed",
+                written=progress.committed,
+            )
+            return
+        if self._database_down:
+            log.info("audit database reachable again", held=self._held)
+            self._database_down = False
+        for letter in progress.dead:
+            AUDIT_DEAD_LETTERS.labels(letter.kind).inc()
+        if progress.dead:
+            log.warning(
+                "audit events set aside as dead letters",
+                count=len(progress.dead),
+                event_ids=[d.event_id for d in progress.dead[:10]],
+            )
+        AUDIT_BATCH_SIZE.observe(len(rows))
+        self._settle(groups)
+
+    async def _store(self, rows: list[Row], progress: _Progress) -> None:
+        """Write `rows`; when the database refuses them, bisect down to the refused rows."""
+        if not rows:
+            return
+        try:
+            await self._retrying(self._repository.write, rows)
+        except Exception as error:
+            if not is_refusal(error):
+                raise
+            if len(rows) == 1:
+                detail = f"{type(error).__name__}: {error}"
+                progress.dead.append(row_dead_letter(rows[0], detail))
+                return
+            middle = len(rows) // 2
+            await self._store(rows[:middle], progress)
+            await self._store(rows[middle:], progress)
+            return
+        progress.committed += len(rows)
+
+    async def _retrying(self, write: Callable[[_T], Awaitable[None]], items: _T) -> None:
+        """`write(items)`, retried: without end while the database is unreachable, up to
+        `retry_attempts` times for other failures, never for a refusal of the rows."""
         failures = 0
 
         def retry(error: BaseException) -> bool:
             nonlocal failures
-            if not isinstance(error, Exception):
-                return False  # cancellation (a drain cut short) is not a failure to retry
+            if not isinstance(error, Exception) or is_refusal(error):
+                # Cancellation (a drain cut short) is no failure to retry; a refusal is
+                # answered by splitting the batch.
+                return False
             if is_unreachable(error):
                 if not self._database_down:
                     log.warning("audit database unreachable; holding events", held=self._held)
@@ -199,26 +284,16 @@ class AuditBatchWriter:
             log.warning("audit batch write failed", attempt=failures, error=type(error).__name__)
             return failures < self._retry_attempts
 
-        try:
-            async for attempt in stamina.retry_context(
-                on=retry,
-                attempts=None,
-                timeout=None,
-                wait_initial=self._retry_initial,
-                wait_max=self._retry_max,
-                wait_jitter=self._retry_initial,
-            ):
-                with attempt:
-                    await self._repository.write(rows)
-        except Exception as error:
-            log.error("audit batch dropped", count=len(rows), error=type(error).__name__)
-            self._settle(groups, error=Unavailable("the audit write failed"), reason="write_failed")
-            return
-        if self._database_down:
-            log.info("audit database reachable again", held=self._held)
-            self._database_down = False
-        AUDIT_BATCH_SIZE.observe(len(rows))
-        self._settle(groups)
+        async for attempt in stamina.retry_context(
+            on=retry,
+            attempts=None,
+            timeout=None,
+            wait_initial=self._retry_initial,
+            wait_max=self._retry_max,
+            wait_jitter=self._retry_initial,
+        ):
+            with attempt:
+                await write(items)
 
     def _settle(
         self,
@@ -226,13 +301,18 @@ class AuditBatchWriter:
         *,
         error: Exception | None = None,
         reason: str = "",
+        written: int = 0,
     ) -> None:
-        count = sum(len(g.rows) for g in groups)
+        """Settle `groups`: all written, or (with `error`) `written` of them committed
+        and the rest dropped for `reason`."""
+        count = sum(_size(g) for g in groups)
         self._held -= count
         if error is None:
             self._counts.written(count)
         else:
-            self._counts.dropped(count, reason)
+            if written:
+                self._counts.written(written)
+            self._counts.dropped(count - written, reason)
         for group in groups:
             if group.done.done():
                 continue
@@ -240,3 +320,7 @@ class AuditBatchWriter:
                 group.done.set_result(None)
             else:
                 group.done.set_exception(error)
+
+
+def _size(group: _Group) -> int:
+    return len(group.rows) + len(group.dead)

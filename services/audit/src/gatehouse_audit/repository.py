@@ -14,11 +14,12 @@ from typing import Any
 
 import asyncpg
 
-from gatehouse_audit.events import COLUMNS, Row
+from gatehouse_audit.events import COLUMNS, DeadLetter, Row
 from gatehouse_audit.query import EventFilter, EventQuery
 from gatehouse_kit.errors import Unavailable
 
 TABLE = "audit_events"
+DEAD_LETTERS = "audit_dead_letters"
 _STAGING = "audit_events_staging"
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in COLUMNS)
 
@@ -37,6 +38,16 @@ SELECT {_COLUMN_LIST} FROM {_STAGING}
 ON CONFLICT (event_id) DO NOTHING
 """
 
+_INSERT_DEAD_LETTER = f"""
+INSERT INTO {DEAD_LETTERS} (event_id, reason, event) VALUES ($1, $2, $3::jsonb)
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+# SQLSTATE classes of a refusal of the rows themselves (data exception, integrity
+# constraint violation, program limit exceeded such as an oversized index entry): the
+# same rows fail the same way however often they are sent.
+_REFUSAL_CLASSES = frozenset({"22", "23", "54"})
+
 # Errors that mean "the database cannot be reached right now", as opposed to
 # "this batch cannot be written".
 UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -51,9 +62,17 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+def is_refusal(error: BaseException) -> bool:
+    """True when the database (or asyncpg, encoding a value) refused the rows themselves."""
+    if isinstance(error, asyncpg.PostgresError):
+        return (error.sqlstate or "")[:2] in _REFUSAL_CLASSES
+    # asyncpg's client-side DataError, a value it cannot encode, is also an InterfaceError.
+    return isinstance(error, asyncpg.InterfaceError) and isinstance(error, ValueError)
+
+
 def is_unreachable(error: BaseException) -> bool:
-    """True when `error` says the database is down or out of reach."""
-    return isinstance(error, UNREACHABLE)
+    """True when `error` says the database is down or out of reach (never a refusal)."""
+    return isinstance(error, UNREACHABLE) and not is_refusal(error)
 
 
 @dataclass(frozen=True)
@@ -113,6 +132,13 @@ class AuditRepository:
                     await conn.copy_records_to_table(_STAGING, records=rows, columns=COLUMNS)
                     await conn.execute(_INSERT_FROM_STAGING)
 
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        """Store `letters` in the dead-letter table in one transaction (once per event_id)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                _INSERT_DEAD_LETTER, [(d.event_id, d.reason, d.content) for d in letters]
+            )
+
     async def get(self, event_id: int) -> asyncpg.Record | None:
         """The stored event with this id, if any."""
         record: asyncpg.Record | None = await self._fetch(
@@ -165,6 +191,18 @@ class AuditRepository:
             f"""DELETE FROM {TABLE} WHERE id IN (
                     SELECT id FROM {TABLE} WHERE "timestamp" < $1
                     ORDER BY "timestamp" LIMIT $2)""",
+            cutoff,
+            limit,
+        )
+        return int(str(status).rsplit(" ", 1)[-1])
+
+    async def delete_dead_letters_older_than(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to `limit` of the oldest dead letters received before `cutoff`."""
+        status = await self._fetch(
+            "execute",
+            f"""DELETE FROM {DEAD_LETTERS} WHERE id IN (
+                    SELECT id FROM {DEAD_LETTERS} WHERE received_at < $1
+                    ORDER BY received_at LIMIT $2)""",
             cutoff,
             limit,
         )

@@ -1,4 +1,5 @@
-"""Retention: events older than `retention_days` are deleted in small batches.
+"""Retention: events (and dead letters) older than `retention_days` are deleted in
+small batches.
 
 Each batch is its own short DELETE of the oldest expired rows (found through the
 timestamp index), so no long lock is held and ingestion carries on in between.
@@ -33,15 +34,19 @@ class AuditRetention:
         self._batch_size = batch_size
 
     async def purge(self, now: datetime | None = None) -> int:
-        """Delete every event older than the retention period; how many went."""
+        """Delete every event and dead letter older than the retention period; how many went."""
         cutoff = (now or datetime.now(UTC)) - timedelta(days=self._days)
         total = 0
-        while True:
-            deleted = await self._repository.delete_older_than(cutoff, self._batch_size)
-            total += deleted
-            RETENTION_DELETED.inc(deleted)
-            if deleted < self._batch_size:
-                break
+        for delete in (
+            self._repository.delete_older_than,
+            self._repository.delete_dead_letters_older_than,
+        ):
+            while True:
+                deleted = await delete(cutoff, self._batch_size)
+                total += deleted
+                RETENTION_DELETED.inc(deleted)
+                if deleted < self._batch_size:
+                    break
         if total:
             log.info("expired audit events deleted", count=total, cutoff=cutoff.isoformat())
         return total

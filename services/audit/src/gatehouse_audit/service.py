@@ -32,10 +32,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def IngestBatchUnary(
         self, request: audit_pb2.IngestBatch, context: Context
     ) -> audit_pb2.IngestAck:
-        rows = to_rows(request.events)
-        if rows:
-            await asyncio.shield(await self._writer.submit(rows))
-        return audit_pb2.IngestAck(sequence=request.sequence, accepted=len(rows))
+        rows, dead = to_rows(request.events)
+        if rows or dead:
+            await asyncio.shield(await self._writer.submit(rows, dead))
+        return audit_pb2.IngestAck(sequence=request.sequence, accepted=len(rows) + len(dead))
 
     async def IngestStream(
         self, request_iterator: AsyncIterator[audit_pb2.IngestBatch], context: Context
@@ -83,11 +83,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def _admit(self, batch: audit_pb2.IngestBatch) -> Awaitable[audit_pb2.IngestAck]:
         """Queue a streamed batch; the result awaits its ack (or is a refusal at once)."""
         try:
-            rows = to_rows(batch.events)
-            done = await self._writer.submit(rows) if rows else None
+            rows, dead = to_rows(batch.events)
+            done = await self._writer.submit(rows, dead) if rows or dead else None
         except ServiceError as error:
             return _answer(_refusal(batch.sequence, error))
-        return self._ack_when(batch.sequence, len(rows), done)
+        return self._ack_when(batch.sequence, len(rows) + len(dead), done)
 
     async def _ack_when(
         self, sequence: int, count: int, done: asyncio.Future[None] | None
