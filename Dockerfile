@@ -1,5 +1,6 @@
-# One image for the four Python services (gateway, authors, audit, ratelimit); the
-# command picks the service, e.g. `python -m gatehouse_authors`. Used by docker-compose.yml.
+# One image for the four Python services (gateway, authors, audit, ratelimit) and the
+# alert receiver; the command picks the service, e.g. `python -m gatehouse_authors`. Used
+# by docker-compose.yml.
 
 FROM python:3.11-slim-bookworm AS build
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
@@ -31,5 +32,5 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
-EXPOSE 8000 9100 7051 7052 7053 9101 9102 9103
+EXPOSE 8000 9100 7051 7052 7053 9101 9102 9103 9095
 CMD ["python", "-m", "gatehouse_gateway"]

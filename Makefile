@@ -20,9 +20,10 @@ test: bootstrap ## run every test against the real programs (starts the platform
 	@uv run python scripts/protos.py --check
 	@uv run pytest --cov --cov-report=term
 
-lint: ## ruff, mypy --strict, buf lint, buf breaking against the released contracts
+lint: ## ruff, mypy --strict, buf lint and breaking, amtool check-config
 	@buf="$$(bash scripts/install-buf.sh)" && "$$buf" lint protos && \
 		"$$buf" breaking protos --against protos/released.binpb
+	@amtool check-config deploy/alertmanager/alertmanager.yml
 	@uv run ruff check .
 	@uv run ruff format --check .
 	@uv run --group bench mypy services tests benchmarks scripts

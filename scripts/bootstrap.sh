@@ -6,7 +6,7 @@
 # and cached). The first run says what each slow step does; a second run takes seconds.
 source "$(dirname "$0")/lib.sh"
 uv_version=0.13.9
-apt_install postgresql-15 postgresql-contrib redis-server prometheus ca-certificates
+apt_install postgresql-15 postgresql-contrib redis-server prometheus prometheus-alertmanager ca-certificates
 if ! command -v uv >/dev/null 2>&1; then
   # Beside the system's Python, never into it (Debian's is externally managed).
   log "installing uv $uv_version from PyPI into $GATEHOUSE_CACHE/uv-venv (first run only, seconds)"

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Writes Prometheus file_sd target lists, one file per job, from the replica counts:
 # every replica is scraped through Traefik's metrics entrypoint at
-# /metrics/<process>/<replica> and labelled instance=<process>-<replica>.
+# /metrics/<process>/<replica> and labelled instance=<process>-<replica>. Also writes
+# alertmanager.json, the Alertmanager that Prometheus sends its alerts to.
 # Usage: prometheus-targets.sh <output dir> [metrics address, default 127.0.0.1:8082]
+#          [Alertmanager address, default 127.0.0.1:9093]
 set -euo pipefail
-out="${1:?usage: $0 <output dir> [metrics address]}"
+out="${1:?usage: $0 <output dir> [metrics address] [Alertmanager address]}"
 address="${2:-127.0.0.1:8082}"
+alertmanager="${3:-127.0.0.1:9093}"
 mkdir -p "$out"
 write() {  # write <job> <replicas> <path of replica k, with K for k> ...
   local job="$1" replicas="$2" path="$3" sep="" k
@@ -27,3 +30,5 @@ write audit "${AUDIT_REPLICAS:-1}" /metrics/audit/K
 write ratelimit "${RATELIMIT_REPLICAS:-1}" /metrics/ratelimit/K
 write keycloak 1 /metrics/keycloak/K
 write traefik 1 /metrics
+printf '[{"targets": ["%s"]}]\n' "$alertmanager" > "$out/alertmanager.json.tmp"
+mv "$out/alertmanager.json.tmp" "$out/alertmanager.json"

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Runs the whole platform natively under supervisord: Keycloak, Traefik, Prometheus and
-# the four services (replicas from GATEWAY_REPLICAS, AUTHORS_REPLICAS, AUDIT_REPLICAS,
-# RATELIMIT_REPLICAS), plus PostgreSQL and Redis through their own scripts.
+# Runs the whole platform natively under supervisord: Keycloak, Traefik, Prometheus,
+# Alertmanager and its alert receiver, and the four services (replicas from
+# GATEWAY_REPLICAS, AUTHORS_REPLICAS, AUDIT_REPLICAS, RATELIMIT_REPLICAS), plus
+# PostgreSQL and Redis through their own scripts.
 # Usage:
 #   run.sh [up]         start, wait until ready, print the URLs; Ctrl-C stops everything
 #   run.sh up -d        the same, then return and leave it running (detached)
 #   run.sh down         stop a running stack (PostgreSQL and Redis keep running)
 #   run.sh status       the state of every program
 #   run.sh ctl ARGS...  supervisorctl ARGS (e.g. `ctl restart gateway:gateway-0`)
-# State (logs, generated configuration, Prometheus data, the supervisord socket) lives in
-# ${GATEHOUSE_STATE:-~/.local/state/gatehouse}; delete it to start afresh.
+# State (logs, generated configuration, Prometheus and Alertmanager data, the supervisord
+# socket) lives in ${GATEHOUSE_STATE:-~/.local/state/gatehouse}; delete it to start afresh.
 source "$(dirname "$0")/lib.sh"
 export GATEHOUSE_REPO="$REPO_ROOT"
 export GATEHOUSE_STATE="${GATEHOUSE_STATE:-$HOME/.local/state/gatehouse}"
@@ -51,6 +52,8 @@ Gatehouse is running ($GATEWAY_REPLICAS gateway, $AUTHORS_REPLICAS authors, $AUD
   metrics (internal)  http://$GATEHOUSE_INTERNAL_HOST:8082/metrics/<process>/<replica>
   Traefik dashboard   http://$GATEHOUSE_INTERNAL_HOST:8083/dashboard/
   Prometheus          http://127.0.0.1:9090
+  Alertmanager        http://127.0.0.1:9093
+  alert receiver      http://127.0.0.1:9095/notifications
   logs                $GATEHOUSE_STATE/logs
 
 Development users (realm gatehouse, client gatehouse-web; passwords are for development only):
@@ -108,7 +111,7 @@ up() {
   export GATEWAY_AUDIT_TARGET="${GATEWAY_AUDIT_TARGET:-$GATEHOUSE_INTERNAL_HOST:8081}"
   export GATEWAY_RATELIMIT_TARGET="${GATEWAY_RATELIMIT_TARGET:-$GATEHOUSE_INTERNAL_HOST:8081}"
   # Install only what is missing (make run has already run bootstrap.sh).
-  if ! command -v prometheus >/dev/null 2>&1 || ! command -v uv >/dev/null 2>&1 || [ ! -x "$venv_bin/supervisord" ]; then
+  if ! command -v prometheus >/dev/null 2>&1 || [ ! -x /usr/bin/prometheus-alertmanager ] || ! command -v uv >/dev/null 2>&1 || [ ! -x "$venv_bin/supervisord" ]; then
     bash "$REPO_ROOT/scripts/bootstrap.sh" 9>&-
   fi
   TRAEFIK_BIN="$(bash "$REPO_ROOT/scripts/install-traefik.sh" 9>&-)"
@@ -116,7 +119,7 @@ up() {
   # PostgreSQL and Redis outlive this shell: they must not inherit the lock.
   bash "$REPO_ROOT/scripts/postgres.sh" start 9>&-
   bash "$REPO_ROOT/scripts/redis.sh" start 9>&-
-  mkdir -p "$GATEHOUSE_STATE/logs" "$GATEHOUSE_STATE/prometheus/data"
+  mkdir -p "$GATEHOUSE_STATE/logs" "$GATEHOUSE_STATE/prometheus/data" "$GATEHOUSE_STATE/alertmanager/data"
   bash "$REPO_ROOT/scripts/dev-cert.sh" "$GATEHOUSE_TLS_DIR"
   bash "$REPO_ROOT/scripts/prometheus-targets.sh" "$GATEHOUSE_STATE/prometheus/targets" "$GATEHOUSE_INTERNAL_HOST:8082"
   # What is running, for later `up -d` calls and for the test harness.

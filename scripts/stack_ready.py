@@ -35,6 +35,8 @@ def direct_probes() -> list[Probe]:
         Probe("traefik", http_ok(f"http://{INTERNAL_HOST}:8083/ping")),
         Probe("keycloak", http_ok("http://127.0.0.1:9000/auth/health/ready")),
         Probe("prometheus", http_ok("http://127.0.0.1:9090/-/ready")),
+        Probe("alertmanager", http_ok("http://127.0.0.1:9093/-/ready")),
+        Probe("alert-receiver", http_ok("http://127.0.0.1:9095/health")),
     ]
     for k in range(replicas("gateway")):
         url = f"http://127.0.0.1:{8000 + 100 * k}/health/live"

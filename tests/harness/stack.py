@@ -5,7 +5,8 @@ In order:
    public entrypoint, e.g. `http://localhost:8080`); the others default to the same
    host on the standard ports and may be given too: `GATEHOUSE_STACK_HTTPS_URL`,
    `GATEHOUSE_STACK_GRPC_TARGET`, `GATEHOUSE_STACK_METRICS_URL`,
-   `GATEHOUSE_STACK_DASHBOARD_URL`, `GATEHOUSE_STACK_PROMETHEUS_URL`.
+   `GATEHOUSE_STACK_DASHBOARD_URL`, `GATEHOUSE_STACK_PROMETHEUS_URL`,
+   `GATEHOUSE_STACK_ALERTMANAGER_URL`, `GATEHOUSE_STACK_ALERT_RECEIVER_URL`.
 2. docker compose (testcontainers) on docker-compose.yml when a Docker engine answers.
 3. The native stack of `make run`: `bash scripts/run.sh up -d`, which reuses a stack
    that is already running and returns once every process answers.
@@ -67,6 +68,8 @@ class Stack:
     metrics_url: str
     dashboard_url: str
     prometheus_url: str
+    alertmanager_url: str
+    alert_receiver_url: str
     native: bool
     state_dir: Path | None = None
 
@@ -167,6 +170,8 @@ def stack_from_env(web_url: str) -> Stack:
         metrics_url=env("GATEHOUSE_STACK_METRICS_URL", f"http://{host}:8082"),
         dashboard_url=env("GATEHOUSE_STACK_DASHBOARD_URL", f"http://{host}:8083"),
         prometheus_url=env("GATEHOUSE_STACK_PROMETHEUS_URL", f"http://{host}:9090"),
+        alertmanager_url=env("GATEHOUSE_STACK_ALERTMANAGER_URL", f"http://{host}:9093"),
+        alert_receiver_url=env("GATEHOUSE_STACK_ALERT_RECEIVER_URL", f"http://{host}:9095"),
         native=False,
     )
 
@@ -180,6 +185,8 @@ def local_stack(*, native: bool) -> Stack:
         metrics_url="http://127.0.0.1:8082",
         dashboard_url="http://127.0.0.1:8083",
         prometheus_url="http://127.0.0.1:9090",
+        alertmanager_url="http://127.0.0.1:9093",
+        alert_receiver_url="http://127.0.0.1:9095",
         native=native,
         state_dir=NATIVE_STATE if native else None,
     )

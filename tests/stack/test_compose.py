@@ -73,6 +73,7 @@ def test_the_image_runs_as_a_non_root_user() -> None:
 def test_compose_runs_the_whole_stack(compose: dict[str, Any]) -> None:
     services = set(compose["services"])
     assert {"traefik", "keycloak", "prometheus", "grafana", "postgres", "redis"} <= services
+    assert {"alertmanager", "alert-receiver"} <= services
     assert {f"{process}-0" for process in PROCESSES} <= services
 
 
@@ -104,6 +105,16 @@ def test_compose_uses_the_same_traefik_prometheus_and_keycloak_configuration(
     assert {"deploy/prometheus/prometheus.yml", "deploy/prometheus/rules"} <= sources("prometheus")
     assert "deploy/keycloak/gatehouse-realm.json" in sources("keycloak")
     assert {"deploy/grafana/provisioning", "deploy/grafana/dashboards"} <= sources("grafana")
+    assert "deploy/alertmanager/alertmanager.yml" in sources("alertmanager")
+
+
+def test_the_alert_receiver_shares_alertmanagers_loopback(compose: dict[str, Any]) -> None:
+    """deploy/alertmanager/alertmanager.yml posts to 127.0.0.1:9095 in compose as natively."""
+    receiver = compose["services"]["alert-receiver"]
+    assert receiver["network_mode"] == "service:alertmanager"
+    assert receiver["command"] == ["python", "-m", "gatehouse_alert_receiver"]
+    published = {p["published"] for p in compose["services"]["alertmanager"]["ports"]}
+    assert published == {"9093", "9095"}
 
 
 def test_traefiks_internal_entrypoints_listen_only_inside_the_compose_network(
@@ -154,3 +165,19 @@ def test_compose_runs_the_prometheus_minor_version_that_make_run_runs(
     assert version is not None, native
     image = compose["services"]["prometheus"]["image"]
     assert re.fullmatch(rf"prom/prometheus:v{re.escape(version.group(1))}\.\d+", image), image
+
+
+def test_compose_runs_the_alertmanager_version_that_make_run_runs(
+    compose: dict[str, Any],
+) -> None:
+    """The configuration is checked by Debian's amtool; compose runs the same minor version."""
+    native = subprocess.run(
+        ["/usr/bin/prometheus-alertmanager", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    version = re.search(r"version (\d+\.\d+)\.", native.stdout + native.stderr)
+    assert version is not None, native.stdout + native.stderr
+    image = compose["services"]["alertmanager"]["image"]
+    assert re.fullmatch(rf"prom/alertmanager:v{re.escape(version.group(1))}\.\d+", image), image
