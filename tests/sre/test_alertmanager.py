@@ -1,5 +1,7 @@
 """deploy/alertmanager/alertmanager.yml: valid for Debian's amtool, every alert routed by its
-severity, grouped by alert and service, and inhibitions that name real alerts."""
+severity, grouped by alert and service, and inhibitions that name real alerts; the
+production receivers that docs/alerting.md shows are valid too, and every runbook shows
+how to silence its alert."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.sre.rules import REPO, AlertRule, alert_rules
+from tests.sre.rules import REPO, RUNBOOKS_DIR, AlertRule, alert_rules
 
 CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+ALERTING_DOC = REPO / "docs" / "alerting.md"
 AMTOOL = "/usr/bin/amtool"
 RECEIVERS = {"critical": "pager", "warning": "operators"}
 ALERTS = alert_rules()
 _ALERTNAME = re.compile(r'^alertname(=~?)"([^"]*)"$')
+_YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def _amtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -102,3 +106,27 @@ def test_a_dead_service_mutes_its_symptoms_of_the_same_service() -> None:
 
 def test_matcher_names_are_read_from_the_matchers() -> None:
     assert _alertnames(['alertname=~"A|B"', 'service!="x"', 'alertname="C"']) == {"A", "B", "C"}
+
+
+def test_the_documented_production_receivers_are_valid(tmp_path: Path) -> None:
+    """docs/alerting.md's receivers and global settings, put into the shipped file."""
+    section = ALERTING_DOC.read_text().split("## Production receivers", 1)[1].split("\n## ")[0]
+    (block,) = _YAML_BLOCK.findall(section)
+    production: dict[str, Any] = yaml.safe_load(block)
+    config = _config()
+    assert {r["name"] for r in production["receivers"]} == {r["name"] for r in config["receivers"]}
+    config.update(production)
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = _amtool("check-config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "webhook_configs" not in path.read_text()
+
+
+@pytest.mark.parametrize("rule", ALERTS, ids=lambda rule: rule.name)
+def test_each_runbook_shows_how_to_silence_its_alert(rule: AlertRule) -> None:
+    runbook = (RUNBOOKS_DIR / f"{rule.name}.md").read_text()
+    assert "\n## Silence\n" in runbook
+    section = runbook.split("\n## Silence\n", 1)[1]
+    assert f"silence add alertname={rule.name} service=" in section
+    assert "silence expire" in section
