@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as redis
 from starlette.requests import HTTPConnection
 
+from gatehouse_gateway.auditing import RefusalAudit
 from gatehouse_gateway.auth import TokenVerifier
 from gatehouse_gateway.cache import AuthorCache
 from gatehouse_gateway.ratelimiting import RateLimiter
@@ -24,6 +25,7 @@ class GatewayContext:
     upstreams: Upstreams
     rate_limiter: RateLimiter
     audit: AuditClient
+    refusals: RefusalAudit
     redis: redis.Redis
     author_cache: AuthorCache
     # Set once shutdown begins: /health/live and /health/ready answer 503, so that the
@@ -34,14 +36,18 @@ class GatewayContext:
     def build(cls, settings: Settings) -> GatewayContext:
         """Every collaborator, not yet started (see `start`)."""
         upstreams = Upstreams(settings)
+        # Audit ingestion is a stream: it shares the (never retried) write channel.
+        audit = AuditClient(upstreams.audit.write_channel, capacity=settings.audit_buffer_capacity)
         return cls(
             settings=settings,
             verifier=TokenVerifier(settings),
             upstreams=upstreams,
             rate_limiter=RateLimiter(upstreams.ratelimit, settings.rate_limit_fails_open),
-            # Audit ingestion is a stream: it shares the (never retried) write channel.
-            audit=AuditClient(
-                upstreams.audit.write_channel, capacity=settings.audit_buffer_capacity
+            audit=audit,
+            refusals=RefusalAudit(
+                audit,
+                window_seconds=settings.audit_refusal_window_seconds,
+                max_keys=settings.audit_refusal_max_clients,
             ),
             redis=redis.Redis.from_url(settings.redis_url),
             author_cache=AuthorCache(
@@ -50,12 +56,14 @@ class GatewayContext:
         )
 
     async def start(self) -> None:
-        """Start background work (the audit sender, the rate limiter's quota stream)."""
+        """Start background work (the audit sender and refusal windows, the quota stream)."""
         await self.audit.start()
+        await self.refusals.start()
         await self.rate_limiter.start()
 
     async def close(self) -> None:
         """Flush audit events, give back unspent quota, then close every connection."""
+        await self.refusals.close()
         await self.audit.close(timeout=self.settings.shutdown_grace_seconds)
         await self.rate_limiter.close()
         await self.verifier.aclose()

@@ -76,6 +76,11 @@ class Settings(ServiceSettings):
     rate_limit_fail_mode: Literal["open", "closed"] | None = None
 
     audit_buffer_capacity: int = 10_000
+    # Refused requests (400 invalid_data, 401, 403, 413, 429) are audited at most once per
+    # client, user, reason and route in this window, with the count of the others
+    # (docs/audit.md, Refused requests); beyond this many keys, clients share one.
+    audit_refusal_window_seconds: float = Field(default=10.0, gt=0)
+    audit_refusal_max_clients: int = Field(default=10_000, ge=1)
 
     # After SIGTERM the process goes on serving this long while /health/live answers 503,
     # so that Traefik takes it out of rotation before its port closes. Keep it above

@@ -5,7 +5,8 @@ and only here (`scope["state"]`), and the security and request-id headers of
 `edge_headers` on the answer (for a WebSocket: the 101 and any refusal).
 HTTP requests also get, without a per-request task: the body size limit on the bytes
 actually received, then after the route: rate-limit headers, metrics by route template,
-an access log line (no tokens, no query string) and one audit event.
+an access log line (no tokens, no query string) and one audit event (a refused request's
+without its body, aggregated per client and reason: `gatehouse_gateway.auditing`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gatehouse_gateway.auditing import audit_event
+from gatehouse_gateway.auditing import Refusal, audit_event, refusal_reason
 from gatehouse_gateway.auth import Principal
 from gatehouse_gateway.context import GatewayContext
 from gatehouse_gateway.errors import ApiError, ErrorCode, error_response, internal_error
@@ -240,21 +241,44 @@ class _Exchange:
             error_code=str(error.code) if error else None,
         )
         context: GatewayContext | None = getattr(self.scope["app"].state, "context", None)
-        if context is not None and endpoint not in _NOT_AUDITED:
-            context.audit.enqueue(
-                audit_event(
+        if context is None or endpoint in _NOT_AUDITED:
+            return
+        refused = refusal_reason(self.status, error)
+        if refused is not None:
+            # Without the body, aggregated per client and reason (docs/audit.md).
+            declared = self.headers.get("content-length", "")
+            declared_bytes = int(declared) if declared.isascii() and declared.isdigit() else None
+            context.refusals.record(
+                Refusal(
+                    reason=refused,
                     principal=principal,
                     action_type=f"{method} {endpoint}",
                     resource=self.scope["path"],
                     ip_address=self.client_ip,
                     user_agent=self.headers.get("user-agent", ""),
                     request_id=self.request_id,
-                    request_data=self._request_data(),
-                    response_status=self.status,
-                    error_message=error.msg if error else None,
+                    status=self.status,
+                    error_message=error.msg if error else "",
+                    declared_bytes=declared_bytes,
+                    received_bytes=self.received,
                     duration_ms=elapsed * 1000,
                 )
             )
+            return
+        context.audit.enqueue(
+            audit_event(
+                principal=principal,
+                action_type=f"{method} {endpoint}",
+                resource=self.scope["path"],
+                ip_address=self.client_ip,
+                user_agent=self.headers.get("user-agent", ""),
+                request_id=self.request_id,
+                request_data=self._request_data(),
+                response_status=self.status,
+                error_message=error.msg if error else None,
+                duration_ms=elapsed * 1000,
+            )
+        )
 
     def _request_data(self) -> dict[str, Any] | None:
         data: dict[str, Any] = {}
