@@ -229,6 +229,25 @@ async def test_invalid_query_parameters_get_400_validation_error(
 
 
 @pytest.mark.parametrize(
+    "path",
+    [
+        "/audit-logs/user/a%00b",
+        "/audit-logs?user_id=%00",
+        "/audit-logs?username=%00",
+        "/audit-logs?action_type=a%00b",
+        "/audit-logs?resource=%1b",
+        "/audit-logs/user/sub-viewer?action_type=%7f",
+    ],
+)
+async def test_audit_text_filters_with_control_characters_get_400(
+    gateway: httpx.AsyncClient, realm: Realm, path: str
+) -> None:
+    response = await gateway.get(path, headers=bearer(realm, "auditor"))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+@pytest.mark.parametrize(
     "template",
     [
         "plain {u}",

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from google.rpc import status_pb2
 from grpc_status import rpc_status
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gatehouse_kit.errors import field_violations
@@ -211,6 +212,17 @@ def validation_error(exc: RequestValidationError) -> ApiError:
         {"field": _location(tuple(e.get("loc", ()))), "msg": e.get("msg", "")} for e in errors
     ]
     return ApiError(400, ErrorCode.VALIDATION_ERROR, "request validation failed", details)
+
+
+def invalid_document(invalid: ValidationError, whole: str, msg: str) -> ApiError:
+    """400 `validation_error` for a JSON document (a request body, a frame's `data`) that
+    breaks its schema: one `{field, msg}` per violation, the field a dotted path inside
+    the document, or `whole` for the document itself."""
+    details = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())) or whole, "msg": e.get("msg", "")}
+        for e in invalid.errors()
+    ]
+    return ApiError(400, ErrorCode.VALIDATION_ERROR, msg, details)
 
 
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:

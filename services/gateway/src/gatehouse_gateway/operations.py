@@ -6,13 +6,13 @@ Each takes plain values, calls the upstream service and returns the public JSON 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gatehouse_gateway import client_json
 from gatehouse_gateway.cache import AuthorCache
 from gatehouse_gateway.upstreams import Upstreams
 from gatehouse_protos.audit.v1 import audit_pb2
@@ -204,9 +204,9 @@ def _request_data(text: str) -> Any:
     if not text:
         return None
     try:
-        return json.loads(text)
-    except ValueError:
-        # Kept as text when a producer truncated it.
+        return client_json.parse(text)
+    except client_json.InvalidJson:
+        # Kept as text when a producer truncated it (or it is beyond what clients send).
         return text
 
 

@@ -22,6 +22,10 @@ AuthorName = Annotated[
     ),
 ]
 Outcome = Literal["success", "error", "permission_denied"]
+# Ids are PostgreSQL bigints and page numbers the int32 of the services' pagination: the
+# bounds of every id and page number a client sends, over HTTP and WebSocket alike.
+MAX_ID = 2**63 - 1
+MAX_PAGE = 2**31 - 1
 
 
 class AuthorIn(BaseModel):

@@ -3,15 +3,15 @@
 Both: request id (the client's if sane) and client IP (trusted proxies), decided here
 and only here (`scope["state"]`), and the security and request-id headers of
 `edge_headers` on the answer (for a WebSocket: the 101 and any refusal).
-HTTP requests also get, without a per-request task: the body size limit on the bytes
-actually received, then after the route: rate-limit headers, metrics by route template,
+HTTP requests also get, without a per-request task: the body size limit, on the bytes
+actually received when the route reads the body (after authentication: docs/api.md,
+Request bodies), then after the route: rate-limit headers, metrics by route template,
 an access log line (no tokens, no query string) and one audit event (a refused request's
 without its body, aggregated per client and reason: `gatehouse_gateway.auditing`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,10 +19,10 @@ from urllib.parse import parse_qs
 import structlog
 from prometheus_client import Counter, Histogram
 from starlette.datastructures import MutableHeaders
-from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gatehouse_gateway import client_json
 from gatehouse_gateway.auditing import Refusal, audit_event, refusal_reason
 from gatehouse_gateway.auth import Principal
 from gatehouse_gateway.context import GatewayContext
@@ -81,17 +81,6 @@ def _add_headers(message: Message, headers: tuple[tuple[str, str], ...]) -> Muta
     for name, value in headers:
         mutable[name] = value
     return mutable
-
-
-class PayloadTooLarge(HTTPException):
-    """The body grew past the limit while it was being received.
-
-    An HTTPException, so that FastAPI's body reading re-raises it instead of turning
-    it into a generic 400.
-    """
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body exceeds {limit} bytes")
 
 
 def payload_too_large(limit: int) -> ApiError:
@@ -177,19 +166,18 @@ class _Exchange:
             request_id_var.reset(token)
 
     async def _call_app(self) -> None:
-        declared = self.headers.get("content-length")
         try:
-            limit = self.edge.max_body_bytes
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise PayloadTooLarge(self.edge.max_body_bytes)
             await self.edge.app(self.scope, self.receive, self.send)
-        except PayloadTooLarge:
-            await self._fail(payload_too_large(self.edge.max_body_bytes))
         except Exception:
             log.exception("unhandled_error")
             await self._fail(internal_error())
         finally:
-            self._finish()
+            try:
+                self._finish()
+            except Exception:
+                # Nothing after the answer may reach the server, which would drop the
+                # connection (and the next request a proxy sends on it).
+                log.exception("edge_finish_failed")
 
     async def _fail(self, error: ApiError) -> None:
         self.state["error"] = error
@@ -199,12 +187,20 @@ class _Exchange:
         await error_response(error)(self.scope, self.receive, self.send)
 
     async def receive(self) -> Message:
+        """The server's receive, for the route: the body is refused (413, an ApiError the
+        route's error handler answers) by a declared length over the limit before a byte
+        is read, else as soon as the bytes received pass it."""
+        limit = self.edge.max_body_bytes
+        if self.received == 0:
+            declared = self.headers.get("content-length", "")
+            if declared.isascii() and declared.isdigit() and int(declared) > limit:
+                raise payload_too_large(limit)
         message = await self.downstream_receive()
         if message["type"] == "http.request":
             chunk: bytes = message.get("body", b"")
             self.received += len(chunk)
-            if self.received > self.edge.max_body_bytes:
-                raise PayloadTooLarge(self.edge.max_body_bytes)
+            if self.received > limit:
+                raise payload_too_large(limit)
             if self.scope["method"] in _BODY_METHODS:
                 self.body += chunk
         return message
@@ -291,8 +287,8 @@ class _Exchange:
             data["query"] = {k: v if len(v) > 1 else v[0] for k, v in parsed.items()}
         if self.body:
             try:
-                data["body"] = json.loads(self.body)
-            except ValueError:
+                data["body"] = client_json.parse(self.body)
+            except client_json.InvalidJson:
                 data["body"] = f"<{len(self.body)} bytes, not JSON>"
         return data or None
 

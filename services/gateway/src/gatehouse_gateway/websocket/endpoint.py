@@ -30,6 +30,7 @@ from gatehouse_gateway.errors import (
     ErrorCode,
     WsStatus,
     error_response,
+    invalid_document,
     permission_denied,
 )
 from gatehouse_gateway.rbac import authorize, rate_limit_tier
@@ -52,6 +53,7 @@ from gatehouse_gateway.websocket.protocol import (
 from gatehouse_gateway.websocket.session import (
     CLOSE_AUTH_FAILED,
     CLOSE_AUTH_TIMEOUT,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN_LATER,
@@ -241,6 +243,12 @@ async def web(websocket: WebSocket) -> None:
     try:
         session.offer(auth_ok(int(principal.expires_at)))
         await _serve(session, context, hub)
+    except Exception:
+        # A bug, never left to the server (which would drop the connection without a
+        # close frame): the socket is closed 1011 after what is already queued.
+        log.exception("ws_failed")
+        session.close_soon(CLOSE_INTERNAL_ERROR, "internal error")
+        await session.flushed()
     finally:
         hub.remove(session)
         WS_CONNECTIONS_ACTIVE.dec()
@@ -303,6 +311,12 @@ class _Dispatcher:
             decoded = session.codec.decode(frame)
         except MalformedFrame as bad:
             self._reply_malformed(bad, started)
+            return
+        except Exception:
+            # A failure the codec did not foresee is still about the client's frame: it
+            # is answered like any unreadable frame, and the socket stays open.
+            log.exception("ws_frame_unreadable")
+            self._reply_malformed(MalformedFrame("frame could not be read"), started)
             return
         if isinstance(decoded, AuthFrame):
             await self._refresh(decoded, started)
@@ -429,7 +443,8 @@ class _Dispatcher:
                 data = handler.schema.model_validate(request.data)
             except ValidationError as invalid:
                 self._count_malformed()
-                return WsStatus.INVALID_DATA, _validation_payload(invalid), None
+                error = invalid_document(invalid, "data", "data validation failed")
+                return WsStatus.INVALID_DATA, error.payload(), None
             outcome = await handler.run(self._call, data)
         except ApiError as error:
             return error.ws_status, error.payload(), None
@@ -438,11 +453,3 @@ class _Dispatcher:
             internal = ApiError(500, ErrorCode.INTERNAL_ERROR, "internal error")
             return internal.ws_status, internal.payload(), None
         return WsStatus.OK, outcome.data, outcome.meta
-
-
-def _validation_payload(invalid: ValidationError) -> dict[str, Any]:
-    details = [
-        {"field": ".".join(str(p) for p in e.get("loc", ())) or "data", "msg": e.get("msg", "")}
-        for e in invalid.errors()
-    ]
-    return ApiError(400, ErrorCode.VALIDATION_ERROR, "data validation failed", details).payload()

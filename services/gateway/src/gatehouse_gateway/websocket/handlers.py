@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatehouse_gateway import operations
 from gatehouse_gateway.cache import AuthorCache
 from gatehouse_gateway.rbac import Role
-from gatehouse_gateway.schemas import AuthorName
+from gatehouse_gateway.schemas import MAX_ID, MAX_PAGE, AuthorName
 from gatehouse_gateway.upstreams import Upstreams
 from gatehouse_gateway.websocket.protocol import PkgId
 
@@ -24,10 +24,16 @@ class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# JSON integers only (not 7.0, "7" or true), within the bounds the services take.
+AuthorId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
+PageNumber = Annotated[int, Field(strict=True, ge=1, le=MAX_PAGE)]
+PerPage = Annotated[int, Field(strict=True, ge=1, le=operations.MAX_PER_PAGE)]
+
+
 class AuthorFilterData(_Data):
     """`data` of GET_AUTHORS: the filters of GET /authors."""
 
-    id: int | None = None
+    id: AuthorId | None = None
     name: str | None = None
     search: str | None = None
 
@@ -38,8 +44,8 @@ class AuthorFilterData(_Data):
 class AuthorPageData(AuthorFilterData):
     """`data` of GET_PAGINATED_AUTHORS: filters plus `page`/`per_page` or `cursor`."""
 
-    page: int = Field(default=1, ge=1)
-    per_page: int = Field(default=operations.DEFAULT_PER_PAGE, ge=1, le=operations.MAX_PER_PAGE)
+    page: PageNumber = 1
+    per_page: PerPage = operations.DEFAULT_PER_PAGE
     cursor: str | None = None
 
 
@@ -52,13 +58,13 @@ class AuthorNameData(_Data):
 class AuthorIdData(_Data):
     """`data` of GET_AUTHOR and DELETE_AUTHOR."""
 
-    id: int
+    id: AuthorId
 
 
 class AuthorUpdateData(_Data):
     """`data` of UPDATE_AUTHOR."""
 
-    id: int
+    id: AuthorId
     name: AuthorName
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from google.protobuf.message import DecodeError
 
+from gatehouse_gateway import client_json
 from gatehouse_gateway.errors import WsStatus
 from gatehouse_protos.websocket import websocket_pb2
 
@@ -75,11 +76,11 @@ def _bearer(value: object) -> str | None:
     return None
 
 
-def _json_object(text: str | bytes) -> dict[str, Any]:
+def _json_object(text: str) -> dict[str, Any]:
     try:
-        obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedFrame("frame is not valid JSON") from None
+        obj = client_json.parse(text)
+    except client_json.InvalidJson as invalid:
+        raise MalformedFrame(f"frame {invalid}") from None
     if not isinstance(obj, dict):
         raise MalformedFrame("frame must be a JSON object")
     return obj
@@ -213,10 +214,10 @@ class ProtobufCodec:
         data: object = None
         if message.data_json:
             try:
-                data = json.loads(message.data_json)
-            except ValueError:
+                data = client_json.parse(message.data_json)
+            except client_json.InvalidJson as invalid:
                 raise MalformedFrame(
-                    "data_json is not valid JSON", req_id=message.req_id, pkg_id=message.pkg_id
+                    f"data_json {invalid}", req_id=message.req_id, pkg_id=message.pkg_id
                 ) from None
         return _request(message.pkg_id, message.req_id, message.method, data)
 

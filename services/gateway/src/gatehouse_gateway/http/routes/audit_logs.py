@@ -15,16 +15,24 @@ from gatehouse_gateway import operations
 from gatehouse_gateway.http.dependencies import AuditReader, Context
 from gatehouse_gateway.http.responses import RATE_LIMIT_HEADERS, api_errors
 from gatehouse_gateway.operations import MAX_PER_PAGE, AuditFilter, Pagination
-from gatehouse_gateway.schemas import AuditLog, AuditLogPage, Outcome
+from gatehouse_gateway.schemas import (
+    MAX_ID,
+    MAX_PAGE,
+    PRINTABLE_PATTERN,
+    AuditLog,
+    AuditLogPage,
+    Outcome,
+)
 
 router = APIRouter(prefix="/audit-logs", tags=["audit-logs"])
 
-Page = Annotated[int, Query(ge=1, le=2**31 - 1, description="1-based page number")]
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")]
 PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
 Cursor = Annotated[
     str | None, Query(max_length=1024, description="`meta.next_cursor` of the previous page")
 ]
-Text = Annotated[str | None, Query(max_length=255)]
+# No control characters (Unicode category Cc): no stored text has them to match.
+Text = Annotated[str | None, Query(max_length=255, pattern=PRINTABLE_PATTERN)]
 # pydantic alone would also read a number as seconds since the epoch; the contract says
 # ISO 8601, so the value must at least start as a calendar date does.
 _ISO_8601_START = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -85,7 +93,7 @@ async def list_audit_logs(
     filters: FilterQuery,
     user_id: Text = None,
     username: Text = None,
-    resource: Annotated[str | None, Query(max_length=2048)] = None,
+    resource: Annotated[str | None, Query(max_length=2048, pattern=PRINTABLE_PATTERN)] = None,
 ) -> Response:
     narrowed = replace(filters, user_id=user_id, username=username, resource=resource)
     return JSONResponse(await operations.list_audit_logs(context.upstreams, narrowed, pagination))
@@ -101,7 +109,9 @@ async def list_audit_logs(
 async def list_user_audit_logs(
     _: AuditReader,
     context: Context,
-    user_id: Annotated[str, Path(max_length=255, description="The user's `sub`")],
+    user_id: Annotated[
+        str, Path(max_length=255, pattern=PRINTABLE_PATTERN, description="The user's `sub`")
+    ],
     pagination: PageQuery,
     filters: FilterQuery,
 ) -> Response:
@@ -119,6 +129,6 @@ async def list_user_audit_logs(
 async def get_audit_log(
     _: AuditReader,
     context: Context,
-    id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    id: Annotated[int, Path(ge=1, le=MAX_ID)],
 ) -> Response:
     return JSONResponse(await operations.get_audit_log(context.upstreams, id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from gatehouse_gateway import operations
@@ -15,15 +15,23 @@ from gatehouse_gateway.http.dependencies import (
     AuthorReader,
     AuthorUpdater,
     Context,
+    JsonBody,
 )
 from gatehouse_gateway.http.responses import RATE_LIMIT_HEADERS, api_errors
 from gatehouse_gateway.operations import MAX_PER_PAGE, AuthorFilter, Pagination
-from gatehouse_gateway.schemas import PRINTABLE_PATTERN, Author, AuthorIn, AuthorPage
+from gatehouse_gateway.schemas import (
+    MAX_ID,
+    MAX_PAGE,
+    PRINTABLE_PATTERN,
+    Author,
+    AuthorIn,
+    AuthorPage,
+)
 
 router = APIRouter(prefix="/authors", tags=["authors"])
 
-AuthorId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The author's id")]
-IdFilter = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Exact id")]
+AuthorId = Annotated[int, Path(ge=1, le=MAX_ID, description="The author's id")]
+IdFilter = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Exact id")]
 NameFilter = Annotated[
     str | None, Query(max_length=255, pattern=PRINTABLE_PATTERN, description="Exact name")
 ]
@@ -44,6 +52,9 @@ IfNoneMatch = Annotated[
     str | None,
     Header(description='Answer 304 if the author\'s current ETag is among these (`"<version>"`)'),
 ]
+
+_AUTHOR_BODY = JsonBody(AuthorIn)
+AuthorBody = Annotated[AuthorIn, Depends(_AUTHOR_BODY)]
 
 _ETAG = {"ETag": {"description": "The author's version", "schema": {"type": "string"}}}
 # Authors are read with a bearer token: no shared cache may keep them, and a client's own
@@ -107,7 +118,7 @@ async def list_authors(
 async def list_authors_paginated(
     _: AuthorReader,
     context: Context,
-    page: Annotated[int, Query(ge=1, le=2**31 - 1, description="1-based page number")] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = operations.DEFAULT_PER_PAGE,
     cursor: Annotated[
         str | None, Query(max_length=1024, description="`meta.next_cursor` of the previous page")
@@ -130,6 +141,7 @@ async def list_authors_paginated(
     response_model=Author,
     summary="Create an author",
     description="Role: create-author.",
+    openapi_extra=_AUTHOR_BODY.openapi(),
     responses={
         **api_errors(409, 413),
         201: {
@@ -140,7 +152,7 @@ async def list_authors_paginated(
         },
     },
 )
-async def create_author(_: AuthorCreator, context: Context, body: AuthorIn) -> Response:
+async def create_author(_: AuthorCreator, context: Context, body: AuthorBody) -> Response:
     author = await operations.create_author(context.upstreams, context.author_cache, body.name)
     return JSONResponse(
         author.data,
@@ -177,13 +189,14 @@ async def get_author(
     summary="Rename an author",
     description="With `If-Match`, only if the author is still at that version. "
     "Role: update-author.",
+    openapi_extra=_AUTHOR_BODY.openapi(),
     responses={**api_errors(404, 409, 412, 413), 200: {"headers": _ETAG}},
 )
 async def update_author(
     _: AuthorUpdater,
     context: Context,
     id: AuthorId,
-    body: AuthorIn,
+    body: AuthorBody,
     if_match: IfMatch = None,
 ) -> Response:
     author = await operations.update_author(
