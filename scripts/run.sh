@@ -27,7 +27,15 @@ conf="$REPO_ROOT/deploy/supervisor/supervisord.conf"
 venv_bin="$REPO_ROOT/.venv/bin"
 
 ctl() { "$venv_bin/supervisorctl" -c "$conf" "$@"; }
-running() { [ -S "$GATEHOUSE_STATE/supervisor.sock" ] && ctl pid >/dev/null 2>&1; }
+# A live supervisord of this state directory, by its pid file: not by asking it through
+# supervisorctl, whose failure (a busy socket, a configuration it cannot expand) would
+# read as "not running" and start a second stack over the first.
+running() {
+  local pid
+  pid="$(cat "$GATEHOUSE_STATE/supervisord.pid" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && [ -S "$GATEHOUSE_STATE/supervisor.sock" ] \
+    && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q supervisord
+}
 
 stop_stack() {
   running || return 0
