@@ -97,10 +97,13 @@ def production_traefik(
 
 def _routers_loaded(api: str) -> bool:
     try:
-        routers = httpx.get(f"{api}/api/http/routers", timeout=2).json()
+        answer = httpx.get(f"{api}/api/http/routers", timeout=2)
     except httpx.HTTPError:
         return False
-    return any(router["name"] == "https-redirect@file" for router in routers)
+    # Until it has applied its configuration, Traefik answers 404 on every path.
+    if answer.status_code != 200:
+        return False
+    return any(router["name"] == "https-redirect@file" for router in answer.json())
 
 
 def test_production_redirects_plain_http_to_https(production_traefik: SecondTraefik) -> None:
