@@ -13,16 +13,26 @@ gets 412, which those checks count as a rejection of valid data; see docs/testin
 The operations are listed at collection time from the gateway's application (the same
 document, built without serving it); each test fuzzes that operation of the document
 Traefik serves.
+
+Beside the document, raw HTTP/1.1 requests written byte by byte put what no schema
+describes where the document's requests cannot: NUL, invalid UTF-8 and encoded lone
+surrogates in paths, query strings, headers and bodies, and JSON bodies nested up to
+thousands of levels. None may be answered with a 5xx (a 502 from Traefik included: a
+request that broke its connection to a replica breaks the next one sent on it).
 """
 
 from __future__ import annotations
 
+import re
+import socket
 from typing import Any
+from urllib.parse import quote_from_bytes, urlsplit
 
 import pytest
 import schemathesis
 from _pytest.mark import ParameterSet
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 
 from gatehouse_gateway.app import create_app
@@ -91,3 +101,128 @@ def test_operation_answers_as_documented(
         case.call_and_validate(headers=headers, checks=CHECKS, timeout=20)
 
     answers_as_documented()
+
+
+HOSTILE_CLIENT_IP = "198.51.100.99"
+# Bytes no text should hold: NUL, a lone continuation byte, an overlong '/', a UTF-8
+# encoded lone surrogate, a code point beyond U+10FFFF, and anything else.
+HOSTILE_BYTES = st.lists(
+    st.sampled_from([b"\x00", b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"x"])
+    | st.binary(min_size=1, max_size=4),
+    min_size=1,
+    max_size=6,
+).map(b"".join)
+# As JSON string content: raw hostile bytes, or escapes of NUL and of lone surrogates.
+HOSTILE_STRINGS = HOSTILE_BYTES.map(lambda b: b.replace(b"\\", b"").replace(b'"', b"")) | (
+    st.sampled_from([b"\\u0000", b"\\ud800", b"\\udfff\\ud800", b"\\ud83d\\ude00"])
+)
+
+
+def nested(depth: int, objects: bool, leaf: bytes) -> bytes:
+    if objects:
+        return b'{"a":' * depth + leaf + b"}" * depth
+    return b"[" * depth + leaf + b"]" * depth
+
+
+DEEP_JSON = st.builds(
+    nested, st.integers(1, 3000), st.booleans(), st.sampled_from([b"1", b'"x"', b"{}"])
+)
+BODIES = st.one_of(
+    DEEP_JSON,
+    DEEP_JSON.map(lambda deep: b'{"name": ' + deep + b"}"),
+    HOSTILE_STRINGS.map(lambda text: b'{"name": "' + text + b'"}'),
+    st.binary(max_size=64),
+)
+HEADER_NAMES = st.sampled_from(
+    [
+        "User-Agent",
+        "X-Request-ID",
+        "If-Match",
+        "If-None-Match",
+        "Accept",
+        "Content-Type",
+        "X-Forwarded-For",
+        "Authorization",
+    ]
+)
+
+
+def documented_operations() -> list[tuple[str, str]]:
+    """(method, path template) of every operation of the document."""
+    document = create_app(Settings()).openapi()
+    return [(m.upper(), path) for path, item in document["paths"].items() for m in item]
+
+
+def segment(raw: bytes, encoded: bool) -> bytes:
+    """A path segment or query value: percent-encoded, or the raw bytes where HTTP/1.1's
+    framing allows (no space, CR, LF; no '/', '?' or '#' that would end it)."""
+    if encoded:
+        return quote_from_bytes(raw, safe="").encode()
+    return re.sub(rb"[\s/?#]", b"", raw) or b"x"
+
+
+@st.composite
+def hostile_requests(draw: st.DrawFn, token: str) -> bytes:
+    """One raw request to a documented route with something hostile in it."""
+    method, template = draw(st.sampled_from(documented_operations()))
+    encoded = draw(st.booleans())
+    path = re.sub(
+        rb"\{[^}]+\}",
+        lambda _: segment(draw(HOSTILE_BYTES), encoded),
+        template.encode(),
+    )
+    if draw(st.booleans()):
+        param = draw(
+            st.sampled_from([b"name", b"search", b"id", b"username", b"resource", b"cursor"])
+        )
+        path += b"?" + param + b"=" + segment(draw(HOSTILE_BYTES), encoded)
+    headers = {
+        b"Host": b"localhost",
+        b"Authorization": f"Bearer {token}".encode(),
+        b"X-Forwarded-For": HOSTILE_CLIENT_IP.encode(),
+        b"Content-Type": b"application/json",
+        b"Connection": b"close",
+    }
+    for name in draw(st.lists(HEADER_NAMES, max_size=2)):
+        # Header values may hold anything but the CR and LF that would end them.
+        value = draw(HOSTILE_BYTES).replace(b"\r", b"").replace(b"\n", b"")
+        prefix = b"Bearer " if name == "Authorization" else b""
+        headers[name.encode()] = prefix + value
+    body = draw(BODIES) if method in ("POST", "PUT") or draw(st.booleans()) else b""
+    headers[b"Content-Length"] = str(len(body)).encode()
+    head = b"".join(k + b": " + v + b"\r\n" for k, v in headers.items())
+    return method.encode() + b" " + path + b" HTTP/1.1\r\n" + head + b"\r\n" + body
+
+
+def exchange(url: str, request: bytes) -> bytes:
+    """Send `request` on a connection of its own; the status line of the answer."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port or 80), timeout=20) as conn:
+        conn.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_hostile_bytes_in_paths_headers_and_bodies_never_get_a_5xx(
+    stack: Stack, admin_token: str
+) -> None:
+    @given(request=hostile_requests(admin_token))
+    @settings(
+        max_examples=150,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    def answered_below_500(request: bytes) -> None:
+        status_line = exchange(stack.web_url, request)
+        match = re.fullmatch(rb"HTTP/1\.[01] (\d{3})(?: .*)?", status_line)
+        assert match is not None, f"{request[:160]!r} got no answer: {status_line!r}"
+        assert int(match[1]) < 500, f"{request[:160]!r} -> {status_line!r}"
+
+    answered_below_500()

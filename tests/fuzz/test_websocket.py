@@ -2,10 +2,14 @@
 
 Frames range from valid requests with odd values to envelopes with fields of the wrong
 type, unknown control frames, random text and random bytes, and frames over the size
-limit. Each frame must get what docs/websocket.md promises: a response (INVALID_DATA for
-what cannot be read as a request; never ERROR, the status of an internal failure) that
-echoes a readable req_id, or a close with a documented code (1008 repeated abuse, 1009
-too big, 4001 a bad auth frame). A socket opened before the fuzzing still gets answers
+limit; and hostile ones: JSON nested up to thousands of levels (whole frames, `data`,
+one field, protobuf `data_json`), integers far out of range, NUL and lone surrogates in
+strings, text frames that are not UTF-8, protobuf strings that are not UTF-8 and nested
+protobuf groups. Each frame must get what docs/websocket.md promises: a response
+(INVALID_DATA for what cannot be read as a request; never ERROR, the status of an
+internal failure) that echoes a readable req_id, or a close frame with a documented code
+(1007 a text frame not UTF-8, 1008 repeated abuse, 1009 too big, 4001 a bad auth frame);
+a socket dropped without a close frame fails. A socket opened before the fuzzing still gets answers
 afterwards, and no gateway process restarted.
 """
 
@@ -23,12 +27,14 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from gatehouse_gateway import client_json
 from gatehouse_protos.websocket import websocket_pb2
 from tests.chaos.observe import supervised
 from tests.harness.stack import Stack
 
-# docs/websocket.md: policy violation (repeated abuse), message too big, bad auth frame.
-DOCUMENTED_CLOSES = frozenset({1008, 1009, 4001})
+# docs/websocket.md: text not UTF-8, policy violation (repeated abuse), message too big,
+# bad auth frame. A socket dropped without a close frame has no code at all.
+DOCUMENTED_CLOSES = frozenset({1007, 1008, 1009, 4001})
 # status_code 0..7 of docs/websocket.md but 1, ERROR: an internal failure, never right for input.
 ANSWERS = frozenset(range(8)) - {1}
 FRAME_LIMIT = 64 * 1024
@@ -65,6 +71,51 @@ REQUESTS = st.fixed_dictionaries(
         "data": DATA,
     }
 )
+
+
+def nested(depth: int, objects: bool) -> str:
+    """JSON `depth` levels deep, written out (json.dumps would recurse)."""
+    return '{"a":' * depth + "1" + "}" * depth if objects else "[" * depth + "]" * depth
+
+
+# Around the documented limit of 32 levels, and far beyond it.
+DEPTHS = st.sampled_from([31, 32, 33, 100, 1000, 3000]) | st.integers(1, 3000)
+DEEP = st.builds(nested, DEPTHS, st.booleans())
+# JSON string literals: NUL and lone surrogates as escapes (a pair is one character).
+HOSTILE_STRINGS = st.sampled_from(
+    ['"\\u0000"', '"a\\u0000b"', '"\\ud800"', '"\\udfff\\ud800"', '"\\ud83d\\ude00"']
+)
+HUGE_NUMBERS = st.sampled_from(
+    ["1e999", "-1e999", "7.0", "1e30", "NaN", "Infinity", str(2**70), str(-(2**70)), "9" * 5000]
+) | st.integers().map(str)
+# `data` as JSON text, hostile: deep itself, a deep or huge field, a hostile name.
+HOSTILE_DATA = st.one_of(
+    DEEP,
+    st.builds(lambda field, value: f'{{"{field}": {value}}}', FIELDS, DEEP | HUGE_NUMBERS),
+    HOSTILE_STRINGS.map(lambda text: f'{{"name": {text}}}'),
+)
+
+
+def request_text(pkg_id: int, req_id: str, data: str) -> str:
+    return f'{{"pkg_id": {pkg_id}, "req_id": {req_id}, "method": "", "data": {data}}}'
+
+
+REQUEST_PKG_IDS = st.sampled_from([1, 2, 3, 4, 5, 6, 10, 11])
+HOSTILE_JSON_FRAMES = st.one_of(
+    DEEP,
+    st.builds(request_text, REQUEST_PKG_IDS, st.uuids().map(lambda u: f'"{u}"'), HOSTILE_DATA),
+    st.builds(request_text, REQUEST_PKG_IDS, HOSTILE_STRINGS, st.just("{}")),
+    st.builds(request_text, HUGE_NUMBERS, st.uuids().map(lambda u: f'"{u}"'), st.just("{}")),
+)
+
+
+class InvalidText(bytes):
+    """Bytes sent as a text frame: not UTF-8, which the protocol itself refuses (1007)."""
+
+
+INVALID_TEXT = st.sampled_from([b"\xff", b'{"req_id": "\xed\xa0\x80"}', b"\xc0\xaf"]).map(
+    InvalidText
+)
 JSON_FRAMES = st.one_of(
     REQUESTS.map(json.dumps),
     ENVELOPES.map(json.dumps),
@@ -84,6 +135,26 @@ def protobuf_request(request: dict[str, Any]) -> bytes:
     ).SerializeToString()
 
 
+def protobuf_field(number: int, payload: bytes) -> bytes:
+    """One length-delimited field, written by hand: its bytes need not be UTF-8."""
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+HOSTILE_PROTOBUF_FRAMES = st.one_of(
+    st.builds(
+        lambda pkg_id, req_id, data: websocket_pb2.Request(
+            pkg_id=pkg_id, req_id=req_id, data_json=data
+        ).SerializeToString(),
+        REQUEST_PKG_IDS,
+        st.uuids().map(str),
+        HOSTILE_DATA,
+    ),
+    # A req_id (field 2) or data_json (field 4) that is not UTF-8; nested groups.
+    st.builds(protobuf_field, st.sampled_from([2, 4]), st.binary(min_size=1, max_size=8)),
+    st.integers(1, 5000).map(lambda n: b"\x0b" * n),
+    # Auth and other control frames are JSON text in this format too.
+    HOSTILE_JSON_FRAMES,
+)
 PROTOBUF_FRAMES = st.one_of(
     REQUESTS.map(protobuf_request),
     st.builds(
@@ -106,8 +177,10 @@ def sometimes_oversized(frames: st.SearchStrategy[Any], big: str | bytes) -> st.
 
 
 FRAMES = {
-    "json": sometimes_oversized(JSON_FRAMES, "x" * (FRAME_LIMIT + 1)),
-    "protobuf": sometimes_oversized(PROTOBUF_FRAMES, b"\x00" * (FRAME_LIMIT + 1)),
+    ("json", "any"): sometimes_oversized(JSON_FRAMES, "x" * (FRAME_LIMIT + 1)),
+    ("protobuf", "any"): sometimes_oversized(PROTOBUF_FRAMES, b"\x00" * (FRAME_LIMIT + 1)),
+    ("json", "hostile"): HOSTILE_JSON_FRAMES | INVALID_TEXT,
+    ("protobuf", "hostile"): HOSTILE_PROTOBUF_FRAMES,
 }
 
 
@@ -147,14 +220,16 @@ class Socket:
 def readable_req_id(frame: str | bytes) -> str | None:
     """The req_id of a request frame (a string field), if any.
 
-    Control frames (with a `type`) carry no req_id of a request, so none is read there.
+    Control frames (with a `type`) carry no req_id of a request, so none is read there,
+    nor in JSON beyond the documented bounds (client_json: nesting, numbers, surrogates),
+    which the gateway refuses unread.
     """
     try:
         if isinstance(frame, bytes):
             message = websocket_pb2.Request()
             message.ParseFromString(frame)
             return message.req_id or None
-        obj = json.loads(frame)
+        obj = client_json.parse(frame)
     except Exception:
         return None
     value = obj.get("req_id") if isinstance(obj, dict) and "type" not in obj else None
@@ -185,11 +260,14 @@ def admin_ws(stack: Stack, admin_token: str) -> Iterator[dict[str, Any]]:
     bystander.close()
 
 
+@pytest.mark.parametrize("kind", ["any", "hostile"])
 @pytest.mark.parametrize("fmt", ["json", "protobuf"])
-def test_every_frame_gets_a_documented_answer(admin_ws: dict[str, Any], fmt: str) -> None:
+def test_every_frame_gets_a_documented_answer(
+    admin_ws: dict[str, Any], fmt: str, kind: str
+) -> None:
     sock = Socket(f"{admin_ws['url']}?format={fmt}", admin_ws["token"])
 
-    @given(frames=st.lists(FRAMES[fmt], min_size=1, max_size=3))
+    @given(frames=st.lists(FRAMES[fmt, kind], min_size=1, max_size=3))
     @settings(
         max_examples=60,
         deadline=None,
@@ -201,7 +279,10 @@ def test_every_frame_gets_a_documented_answer(admin_ws: dict[str, Any], fmt: str
         for frame in frames:
             connection = sock.open()
             try:
-                connection.send(frame)
+                if isinstance(frame, InvalidText):
+                    connection.send(bytes(frame), text=True)
+                else:
+                    connection.send(frame)
                 answer = _next_answer(connection)
             except ConnectionClosed as closed:
                 code = closed.rcvd.code if closed.rcvd is not None else None
