@@ -47,7 +47,7 @@ def test_status_lists_every_program_running(native_stack: Stack) -> None:
     result = run_script("scripts/run.sh", "status", timeout=60)
     assert result.returncode == 0, result.stdout
     lines = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if line}
-    programs = ["keycloak", "traefik", "prometheus"]
+    programs = ["keycloak", "traefik", "prometheus", "alertmanager", "alert-receiver"]
     for process in ("gateway", "authors", "audit", "ratelimit"):
         programs += [f"{process}:{process}-{k}" for k in range(native_stack.replicas(process))]
     for program in programs:
