@@ -1,0 +1,229 @@
+"""Hostile input never costs anyone else their audit trail, on the running platform.
+
+Rounds of requests meant to break audit events — an encoded NUL in the path
+(`/authors%00`), invalid UTF-8 and encoded surrogates in path and query, invalid UTF-8 in
+headers, a JSON body with a lone surrogate, raw non-UTF-8 bytes on the wire — are sent
+through Traefik at the same moment as ordinary writes of the realm's editor and admin, so
+that their events share the gateway's audit batches. Every ordinary request's event must
+be in the audit database (by request id), no audit pipeline may count a drop, and the
+audit service sets nothing aside: the gateway made every event storable. The audit
+service's own defence is shown on its own: a batch with an event PostgreSQL cannot hold,
+sent straight to the running service, is stored but for that event, which goes to the
+dead-letter table and is counted in `audit_dead_letters_total`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+
+from gatehouse_audit.settings import Settings as AuditSettings
+from gatehouse_kit.grpc_client import open_channel
+from gatehouse_protos.audit.v1 import audit_pb2, audit_pb2_grpc
+from tests.chaos.observe import (
+    AUDIT_PIPELINE,
+    audit_counts,
+    dropped_since,
+    metrics_url,
+    replicas,
+    scrape,
+    stored_request_ids,
+    supervised,
+    total,
+)
+from tests.e2e.conftest import Tokens, client_address
+from tests.harness.stack import Stack
+from tests.sre.prometheus import poll
+
+ROUNDS = 6
+AUDIT_WITHIN_SECONDS = 20.0
+
+
+async def _raw_request(stack: Stack, request_line: bytes, headers: bytes = b"") -> bytes:
+    """Bytes no HTTP client library sends: a request written to Traefik's socket as given."""
+    parts = urlsplit(stack.web_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    try:
+        writer.write(
+            request_line
+            + b"\r\nHost: localhost\r\nX-Forwarded-For: "
+            + client_address().encode()
+            + b"\r\n"
+            + headers
+            + b"Connection: close\r\n\r\n"
+        )
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(200), 15)
+    finally:
+        writer.close()
+
+
+def _hostile(stack: Stack, web: httpx.AsyncClient, tag: str, n: int) -> list[Awaitable[object]]:
+    rid = f"hostile-{tag}-{n}"
+    return [
+        web.get("/authors%00", headers={"X-Request-ID": f"{rid}-nul"}),
+        web.get("/authors/%ED%A0%80%FF", headers={"X-Request-ID": f"{rid}-path"}),
+        web.get("/authors?search=%00%ED%B0%80%C3", headers={"X-Request-ID": f"{rid}-query"}),
+        web.get(
+            "/authors/%00",
+            headers={b"User-Agent": b"bad\xff\xfeagent", b"X-Request-ID": f"{rid}-header".encode()},
+        ),
+        web.post(
+            "/authors",
+            content=b'{"name": "\\ud800\\u0000"}',
+            headers={"Content-Type": "application/json", "X-Request-ID": f"{rid}-body"},
+        ),
+        _raw_request(stack, b"GET /authors/\xff\xfe\xed\xa0\x80 HTTP/1.1"),
+        _raw_request(stack, b"GET /authors HTTP/1.1", b"User-Agent: \xc3\x28\xed\xa0\x80\r\n"),
+    ]
+
+
+async def test_hostile_requests_beside_ordinary_writes_lose_no_event(
+    stack: Stack, tokens: Tokens
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    programs = [p for name in AUDIT_PIPELINE for p in replicas(supervised(stack), name)]
+    ordinary: set[str] = set()
+    async with (
+        httpx.AsyncClient(base_url=stack.web_url, timeout=20) as scrapes,
+        httpx.AsyncClient(
+            base_url=stack.web_url, timeout=20, headers={"X-Forwarded-For": client_address()}
+        ) as editor,
+        httpx.AsyncClient(
+            base_url=stack.web_url, timeout=20, headers={"X-Forwarded-For": client_address()}
+        ) as admin,
+        httpx.AsyncClient(
+            base_url=stack.web_url, timeout=20, headers={"X-Forwarded-For": client_address()}
+        ) as hostile,
+    ):
+        before = await audit_counts(scrapes, programs)
+        set_aside = await _dead_letters(scrapes, stack)
+        for n in range(ROUNDS):
+            created_id = f"write-{tag}-{n}-create"
+            created, *answers = await asyncio.gather(
+                editor.post(
+                    "/authors",
+                    json={"name": f"hostile-neighbour-{tag}-{n}"},
+                    headers={**await tokens.headers("editor"), "X-Request-ID": created_id},
+                ),
+                *_hostile(stack, hostile, tag, n),
+            )
+            assert isinstance(created, httpx.Response)
+            assert created.status_code == 201, created.text
+            ordinary.add(created_id)
+            for answer in answers:
+                if isinstance(answer, httpx.Response):
+                    assert answer.status_code < 500, (answer.request.url, answer.text)
+            location = created.headers["Location"]
+            updated_id, deleted_id = f"write-{tag}-{n}-update", f"write-{tag}-{n}-delete"
+            update, *_ = await asyncio.gather(
+                editor.put(
+                    location,
+                    json={"name": f"hostile-neighbour-{tag}-{n}-renamed"},
+                    headers={**await tokens.headers("editor"), "X-Request-ID": updated_id},
+                ),
+                *_hostile(stack, hostile, tag, n + ROUNDS),
+            )
+            assert isinstance(update, httpx.Response)
+            assert update.status_code == 200, update.text
+            delete, *_ = await asyncio.gather(
+                admin.delete(
+                    location,
+                    headers={**await tokens.headers("admin"), "X-Request-ID": deleted_id},
+                ),
+                *_hostile(stack, hostile, tag, n + 2 * ROUNDS),
+            )
+            assert isinstance(delete, httpx.Response)
+            assert delete.status_code == 204, delete.text
+            ordinary |= {updated_id, deleted_id}
+
+        async def all_stored() -> bool | None:
+            return True if await stored_request_ids(ordinary) == ordinary else None
+
+        await poll(all_stored, AUDIT_WITHIN_SECONDS, "the audit event of every ordinary write")
+        after = await audit_counts(scrapes, programs)
+        assert dropped_since(before, after) == 0, [c.describe() for c in after.values()]
+        assert await _dead_letters(scrapes, stack) == set_aside
+
+    # The hostile requests left storable events of their own, escaped.
+    connection = await asyncpg.connect(AuditSettings().database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT request_id, resource, user_agent FROM audit_events WHERE request_id LIKE $1",
+            f"hostile-{tag}-%",
+        )
+    finally:
+        await connection.close()
+    by_id = {row["request_id"]: row for row in rows}
+    nul = by_id.get(f"hostile-{tag}-0-nul")
+    assert nul is not None, sorted(by_id)
+    assert nul["resource"] == "/authors\\u0000"
+
+
+async def test_an_event_the_database_cannot_hold_is_set_aside_by_the_running_service(
+    stack: Stack,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+
+    def event(request_id: str, resource: str) -> audit_pb2.AuditEvent:
+        message = audit_pb2.AuditEvent(
+            event_id=str(uuid.uuid4()),
+            user_id=f"e2e-dead-letter-{tag}",
+            action_type="GET /authors",
+            resource=resource,
+            outcome=audit_pb2.OUTCOME_SUCCESS,
+            request_id=request_id,
+            request_data="{}",
+            response_status=200,
+        )
+        message.timestamp.FromDatetime(datetime.now(UTC))
+        return message
+
+    batch = [event(f"dl-{tag}-0", "/authors"), event(f"dl-{tag}-bad", "/authors\x00")]
+    batch.append(event(f"dl-{tag}-2", "/authors"))
+    async with httpx.AsyncClient(timeout=20) as scrapes:
+        set_aside = await _dead_letters(scrapes, stack)
+        channel = open_channel(stack.grpc_target, authority="audit", max_attempts=1)
+        try:
+            stub = audit_pb2_grpc.AuditServiceStub(channel)
+            ack = await stub.IngestBatchUnary(
+                audit_pb2.IngestBatch(sequence=1, events=batch), timeout=15
+            )
+        finally:
+            await channel.close()
+        assert (ack.accepted, ack.code) == (3, 0)
+        now = await _dead_letters(scrapes, stack)
+        assert (now["invalid"] - set_aside["invalid"], now["refused"]) == (1, set_aside["refused"])
+    assert await stored_request_ids({f"dl-{tag}-0", f"dl-{tag}-2", f"dl-{tag}-bad"}) == {
+        f"dl-{tag}-0",
+        f"dl-{tag}-2",
+    }
+    connection = await asyncpg.connect(AuditSettings().database_url)
+    try:
+        letter = await connection.fetchrow(
+            "SELECT reason, event FROM audit_dead_letters WHERE event_id = $1",
+            uuid.UUID(batch[1].event_id),
+        )
+    finally:
+        await connection.close()
+    assert letter is not None
+    assert letter["reason"] == "resource must not contain NUL characters"
+    assert json.loads(letter["event"])["resource"] == "/authors\\u0000"
+
+
+async def _dead_letters(client: httpx.AsyncClient, stack: Stack) -> dict[str, float]:
+    """`audit_dead_letters_total` by reason, summed over the running audit replicas."""
+    counted: dict[str, float] = {}
+    for program in replicas(supervised(stack), "audit"):
+        samples = await scrape(client, metrics_url(program))
+        for reason in ("invalid", "refused"):
+            name = f'audit_dead_letters_total{{reason="{reason}"}}'
+            counted[reason] = counted.get(reason, 0.0) + total(samples, name)
+    return counted
