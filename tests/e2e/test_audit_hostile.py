@@ -9,7 +9,8 @@ be in the audit database (by request id), no audit pipeline may count a drop, an
 audit service sets nothing aside: the gateway made every event storable. The audit
 service's own defence is shown on its own: a batch with an event PostgreSQL cannot hold,
 sent straight to the running service, is stored but for that event, which goes to the
-dead-letter table and is counted in `audit_dead_letters_total`.
+dead-letter table and is counted in `audit_dead_letters_total`. And a flood of refused
+requests from one client costs a few events that together count every refusal.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ from tests.sre.prometheus import poll
 
 ROUNDS = 6
 AUDIT_WITHIN_SECONDS = 20.0
+# A refusal window of the stack's gateways (GATEWAY_AUDIT_REFUSAL_WINDOW_SECONDS) and more.
+REFUSAL_EVENTS_WITHIN_SECONDS = 30.0
+FLOOD = 30
 
 
 async def _raw_request(stack: Stack, request_line: bytes, headers: bytes = b"") -> bytes:
@@ -216,6 +220,60 @@ async def test_an_event_the_database_cannot_hold_is_set_aside_by_the_running_ser
     assert letter is not None
     assert letter["reason"] == "resource must not contain NUL characters"
     assert json.loads(letter["event"])["resource"] == "/authors\\u0000"
+
+
+async def test_a_flood_of_refusals_is_a_few_events_that_count_every_refusal(
+    stack: Stack,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    address = client_address()
+    gateways = replicas(supervised(stack), "gateway")
+    async with httpx.AsyncClient(
+        base_url=stack.web_url, timeout=20, headers={"X-Forwarded-For": address}
+    ) as anonymous:
+        before = await _refusals(anonymous, gateways)
+        for n in range(FLOOD):
+            refused = await anonymous.post(
+                "/authors",
+                json={"name": f"flood-{tag}", "password": "never stored"},
+                headers={"X-Request-ID": f"flood-{tag}-{n}"},
+            )
+            assert refused.status_code == 401, refused.text
+        counted = await _refusals(anonymous, gateways)
+    assert counted - before >= FLOOD
+
+    async def all_counted() -> list[asyncpg.Record] | None:
+        connection = await asyncpg.connect(AuditSettings().database_url)
+        try:
+            rows = await connection.fetch(
+                "SELECT request_id, request_data, response_status, outcome FROM audit_events "
+                "WHERE ip_address = $1 AND action_type = 'POST /authors' "
+                "AND request_id LIKE $2",
+                address,
+                f"flood-{tag}-%",
+            )
+        finally:
+            await connection.close()
+        total_count = sum(json.loads(r["request_data"])["refusal"]["count"] for r in rows)
+        return rows if total_count == FLOOD else None
+
+    rows = await poll(all_counted, REFUSAL_EVENTS_WITHIN_SECONDS, "refusal events counting all")
+    # One event at once and one per window, per gateway replica that answered.
+    assert len(rows) <= 2 * len(gateways)
+    assert f"flood-{tag}-0" in {r["request_id"] for r in rows}
+    for row in rows:
+        assert (row["response_status"], row["outcome"]) == (401, "permission_denied")
+        assert "never stored" not in row["request_data"]
+        assert json.loads(row["request_data"])["refusal"]["reason"] == "authentication_failed"
+
+
+async def _refusals(client: httpx.AsyncClient, gateways: list[str]) -> float:
+    """`gateway_audit_refusals_total{reason="authentication_failed"}` over the gateways."""
+    name = 'gateway_audit_refusals_total{reason="authentication_failed"}'
+    counted = 0.0
+    for gateway in gateways:
+        counted += total(await scrape(client, metrics_url(gateway)), name)
+    return counted
 
 
 async def _dead_letters(client: httpx.AsyncClient, stack: Stack) -> dict[str, float]:
