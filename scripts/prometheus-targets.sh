@@ -2,7 +2,7 @@
 # Writes Prometheus file_sd target lists, one file per job, from the replica counts:
 # every replica is scraped through Traefik's metrics entrypoint at
 # /metrics/<process>/<replica> and labelled instance=<process>-<replica>. Also writes
-# alertmanager.json, the Alertmanager that Prometheus sends its alerts to.
+# alerting.json, the Alertmanager that Prometheus sends its alerts to.
 # Usage: prometheus-targets.sh <output dir> [metrics address, default 127.0.0.1:8082]
 #          [Alertmanager address, default 127.0.0.1:9093]
 set -euo pipefail
@@ -30,5 +30,7 @@ write audit "${AUDIT_REPLICAS:-1}" /metrics/audit/K
 write ratelimit "${RATELIMIT_REPLICAS:-1}" /metrics/ratelimit/K
 write keycloak 1 /metrics/keycloak/K
 write traefik 1 /metrics
-printf '[{"targets": ["%s"]}]\n' "$alertmanager" > "$out/alertmanager.json.tmp"
-mv "$out/alertmanager.json.tmp" "$out/alertmanager.json"
+write alertmanager 1 /metrics/alertmanager/K
+write alert-receiver 1 /metrics/alert-receiver/K
+printf '[{"targets": ["%s"]}]\n' "$alertmanager" > "$out/alerting.json.tmp"
+mv "$out/alerting.json.tmp" "$out/alerting.json"

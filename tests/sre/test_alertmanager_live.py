@@ -8,7 +8,8 @@ again, the service's alert resolves and the resolved notification arrives.
 
 Everything runs with the shipped configuration: TargetDown's `for: 1m` (about 70 s with
 the 5 s scrape and evaluation), Alertmanager's group_wait (30 s) for the page and
-group_interval (1 m) for the resolution.
+group_interval (1 m) for the resolution. Prometheus scrapes the receiver, so what it
+counted is a series there too.
 """
 
 from __future__ import annotations
@@ -83,3 +84,8 @@ async def test_a_stopped_service_pages_once_and_its_recovery_is_told(
     assert {alert["labels"]["instance"] for alert in resolved["alerts"]} == instances
     assert {alert["status"] for alert in resolved["alerts"]} == {"resolved"}
     await prometheus.wait_until_quiet("TargetDown", {"job": SERVICE}, within=60)
+    # Prometheus scrapes the receiver: the notifications it counted are series there.
+    await prometheus.wait_for_series(
+        'alert_receiver_alerts_total{receiver="pager", alertname="TargetDown", status="resolved"}',
+        within=30,
+    )

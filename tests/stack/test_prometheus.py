@@ -24,7 +24,12 @@ def active_targets(stack: Stack) -> list[dict[str, Any]]:
 
 def expected_instances(stack: Stack) -> set[tuple[str, str]]:
     """(job, instance) for every replica of the stack."""
-    wanted = {("keycloak", "keycloak-0"), ("traefik", "traefik-0")}
+    wanted = {
+        ("keycloak", "keycloak-0"),
+        ("traefik", "traefik-0"),
+        ("alertmanager", "alertmanager-0"),
+        ("alert-receiver", "alert-receiver-0"),
+    }
     for job in JOBS:
         wanted |= {(job, f"{job}-{k}") for k in range(stack.replicas(job))}
     return wanted
