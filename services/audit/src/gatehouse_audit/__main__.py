@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
     args = parser.parse_args(argv)
     settings = Settings()
-    configure_logging("audit", settings.log_level, settings.log_json)
+    configure_logging(
+        "audit", settings.log_level, settings.log_json, flush_seconds=settings.log_flush_seconds
+    )
     if args.command == "migrate":
         upgrade(settings.database_url)
     else:

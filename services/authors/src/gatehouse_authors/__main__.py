@@ -42,7 +42,9 @@ def _arguments() -> argparse.Namespace:
 def main() -> None:
     arguments = _arguments()
     settings = Settings()
-    configure_logging("authors", settings.log_level, settings.log_json)
+    configure_logging(
+        "authors", settings.log_level, settings.log_json, flush_seconds=settings.log_flush_seconds
+    )
     if arguments.command == "migrate":
         if arguments.direction == "downgrade":
             if not arguments.revision:

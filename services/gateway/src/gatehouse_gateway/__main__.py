@@ -20,7 +20,9 @@ from gatehouse_kit.runtime import run
 def main() -> None:
     """Serve until SIGTERM/SIGINT."""
     settings = Settings()
-    configure_logging("gateway", settings.log_level, settings.log_json)
+    configure_logging(
+        "gateway", settings.log_level, settings.log_json, flush_seconds=settings.log_flush_seconds
+    )
     metrics = MetricsServer(settings.bind_host, settings.metrics_port)
     app = create_app(settings)
     config = uvicorn_config(settings, app)

@@ -22,6 +22,8 @@ class ServiceSettings(BaseSettings):
     )
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     log_json: bool = Field(default=True, validation_alias="LOG_JSON")
+    # Lines below warning are written in batches at most this old (gatehouse_kit.logging).
+    log_flush_seconds: float = Field(default=0.1, ge=0, le=5, validation_alias="LOG_FLUSH_SECONDS")
     bind_host: str = "127.0.0.1"
     grpc_port: int = 0
     metrics_port: int = 0

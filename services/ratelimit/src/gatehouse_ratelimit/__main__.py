@@ -104,7 +104,9 @@ async def _serve(settings: Settings) -> None:
 def main() -> None:
     """Serve with settings from the environment until SIGTERM or SIGINT."""
     settings = Settings()
-    configure_logging("ratelimit", settings.log_level, settings.log_json)
+    configure_logging(
+        "ratelimit", settings.log_level, settings.log_json, flush_seconds=settings.log_flush_seconds
+    )
     run(_serve(settings))
 
 
