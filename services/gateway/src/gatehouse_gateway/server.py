@@ -17,16 +17,21 @@ from __future__ import annotations
 import math
 import socket
 import time
+from http import HTTPStatus
 from types import FrameType
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 
 from gatehouse_gateway.context import GatewayContext
+from gatehouse_gateway.http.edge import edge_headers
 from gatehouse_gateway.settings import Settings
 from gatehouse_gateway.websocket import WebSocketHub
+from gatehouse_gateway.websocket.metrics import WS_CONNECTIONS_TOTAL
+from gatehouse_kit.logging import sane_request_id
 
 log = structlog.get_logger(__name__)
 
@@ -35,9 +40,29 @@ log = structlog.get_logger(__name__)
 LINGER_SECONDS = 5.0
 
 
+def handshake_refusal(error: Exception) -> tuple[HTTPStatus, str]:
+    """The status of an upgrade request the WebSocket parser refused, and the outcome
+    counted in `ws_connections_total`."""
+    if isinstance(error, HeaderLineTooLong | TooManyHeaders):
+        return HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"
+    if isinstance(error, RequestLineTooLong):
+        return HTTPStatus.REQUEST_URI_TOO_LONG, "bad_request"
+    return HTTPStatus.BAD_REQUEST, "bad_request"
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, except that a frame it refuses (over the size limit,
-    or not valid WebSocket) ends with a close frame the client actually receives.
+    """uvicorn's WebSocket protocol, except that a request or a frame it refuses gets an
+    answer the client actually receives.
+
+    The upgrade request, which uvicorn's HTTP parser has already accepted, is parsed again
+    by the WebSocket library, which refuses a header line over 8 KiB, more than 128 header
+    fields, a request line over 8 KiB, or what it does not read as HTTP. uvicorn would
+    then neither answer nor close, and the client would wait for its own timeout; here
+    the client gets 431, 414 or 400 with the edge headers at once, and the connection
+    closes.
+
+    A frame it refuses (over the size limit, or not valid WebSocket) ends with a close
+    frame the client actually receives.
 
     The parser refuses an oversized frame by its header, with most of the frame still
     unread. uvicorn then writes the close (1009) and closes the socket at once; closed
@@ -63,8 +88,33 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
-        if not self._lingering:
-            super().data_received(data)
+        if self._lingering:
+            return
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.handshake_initiated:
+            self.refuse_handshake(self.conn.handshake_exc)
+
+    def refuse_handshake(self, error: Exception) -> None:
+        """Answer an upgrade request the parser refused (plain text, as Traefik's own 431)
+        and close."""
+        status, outcome = handshake_refusal(error)
+        WS_CONNECTIONS_TOTAL.labels(outcome).inc()
+        log.info("ws_upgrade_refused", status=status.value, reason=type(error).__name__)
+        # The library's own answer lacks the edge headers: it is replaced.
+        self.conn.data_to_send()
+        body = f"{status.value} {status.phrase}".encode()
+        headers = (
+            *edge_headers(sane_request_id(None), ""),
+            ("content-type", "text/plain; charset=utf-8"),
+            ("content-length", str(len(body))),
+            ("connection", "close"),
+        )
+        head = f"HTTP/1.1 {status.value} {status.phrase}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in headers
+        )
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(head.encode() + b"\r\n" + body)
+        self.transport.close()
 
     def eof_received(self) -> None:
         if self._lingering:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
@@ -68,6 +71,60 @@ async def test_http_and_upgrade_answers_share_their_security_headers(gateway: An
     _, upgrade = await _upgrade(gateway.url, {"X-Request-ID": "same-headers"})
     for name in SECURITY_HEADERS:
         assert http.headers[name] == upgrade[name], name
+
+
+# Upgrade requests that uvicorn's HTTP parser takes but the WebSocket parser refuses.
+REFUSED_UPGRADES = {
+    "a header line over 8 KiB": f"Authorization: Bearer {'a' * 9000}\r\n",
+    "more than 128 header fields": "".join(f"X-Filler-{i}: v\r\n" for i in range(130)),
+}
+
+
+async def _raw_upgrade(port: int, extra_headers: str) -> tuple[bytes, float]:
+    """Send an upgrade request as bytes; everything answered until the gateway closes,
+    and how long that took (5 s at most)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = (
+        "GET /web HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"{extra_headers}\r\n"
+    )
+    started = time.monotonic()
+    writer.write(request.encode())
+    try:
+        answer = await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+    return answer, time.monotonic() - started
+
+
+@pytest.mark.parametrize("kind", REFUSED_UPGRADES)
+async def test_an_upgrade_the_websocket_parser_refuses_gets_431_at_once(
+    gateway: Any, issuer: Any, kind: str
+) -> None:
+    def refused() -> float:
+        sample = {"status": "headers_too_large"}
+        return REGISTRY.get_sample_value("ws_connections_total", sample) or 0.0
+
+    before = refused()
+    answer, seconds = await _raw_upgrade(gateway.port, REFUSED_UPGRADES[kind])
+    assert seconds < 5
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    assert status_line == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert body == b"431 Request Header Fields Too Large"
+    headers = Headers()
+    for line in lines:
+        name, _, value = line.partition(": ")
+        headers[name] = value
+    for name, value in SECURITY_HEADERS.items():
+        assert headers.get_all(name) == [value], name
+    assert headers["X-Request-ID"]
+    assert headers["Connection"] == "close"
+    assert refused() == before + 1
+    # The gateway serves the next upgrade as ever.
+    status, _ = await _upgrade(gateway.url, {"Authorization": f"Bearer {issuer.token('viewer')}"})
+    assert status == 101
 
 
 async def test_upgrade_declines_per_message_compression(gateway: Any, issuer: Any) -> None:

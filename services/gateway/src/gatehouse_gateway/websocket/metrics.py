@@ -13,8 +13,8 @@ WS_CONNECTIONS_LIMIT = Gauge(
 WS_CONNECTIONS_TOTAL = Counter(
     "ws_connections_total",
     "WebSocket upgrade attempts by how they ended their opening: authenticated, "
-    "origin_refused, bad_request, at_capacity, auth_failed, auth_timeout, connection_limit,"
-    " unavailable.",
+    "origin_refused, bad_request, headers_too_large, at_capacity, auth_failed, auth_timeout,"
+    " connection_limit, unavailable.",
     ["status"],
 )
 WS_MESSAGES_RECEIVED = Counter(
