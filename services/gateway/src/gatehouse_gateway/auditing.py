@@ -4,10 +4,12 @@
   (`gatehouse_kit.audit_text`: NUL and lone surrogates escaped, each field bounded), so
   no client input can make the audit service refuse an event.
 - `RefusalAudit` records refused requests (`refusal_reason`: 400 `invalid_data`, 401,
-  403, 413, 429) without their body, at most one event per client, user, reason and
-  route per window: the first refusal of a key is enqueued at once, the ones after it
-  are counted and, when the window ends, enqueued as one event that carries their
-  count (docs/audit.md, Refused requests).
+  403, 413, 429; for WebSocket messages `ws_refusal_reason`: rate limited, permission
+  denied, a malformed frame; refused upgrades and authentications of a socket) without
+  their body, at most one event per client, user, reason and route per window: the
+  first refusal of a key is enqueued at once, the ones after it are counted and, when
+  the window ends, enqueued as one event that carries their count (docs/audit.md,
+  Refused requests).
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ _REFUSED_STATUSES = {
     429: str(ErrorCode.RATE_LIMIT_EXCEEDED),
 }
 _INVALID_DATA = str(ErrorCode.INVALID_DATA)
+# WebSocket messages that are refusals, by status (and every malformed frame).
+_WS_REFUSED_STATUSES = {
+    WsStatus.PERMISSION_DENIED: str(ErrorCode.PERMISSION_DENIED),
+    WsStatus.RATE_LIMITED: str(ErrorCode.RATE_LIMIT_EXCEEDED),
+}
+_MALFORMED_FRAME = "INVALID_FRAME"
 # The key of refusals from clients beyond `max_keys`: one per reason and route.
 _MANY_CLIENTS = "*"
 
@@ -109,6 +117,13 @@ def refusal_reason(status: int, error: ApiError | None) -> str | None:
     if status == 400:
         return _INVALID_DATA if error is not None and error.code is ErrorCode.INVALID_DATA else None
     return _REFUSED_STATUSES.get(status)
+
+
+def ws_refusal_reason(status: WsStatus, action: str) -> str | None:
+    """Why a WebSocket message (`WS:<action>`) was refused, or None when it was not."""
+    if action == _MALFORMED_FRAME:
+        return _INVALID_DATA
+    return _WS_REFUSED_STATUSES.get(status)
 
 
 @dataclass(frozen=True)

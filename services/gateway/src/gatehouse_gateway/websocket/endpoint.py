@@ -22,7 +22,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 from starlette.types import Message
 
-from gatehouse_gateway.auditing import audit_event
+from gatehouse_gateway.auditing import Refusal, audit_event, refusal_reason, ws_refusal_reason
 from gatehouse_gateway.auth import Principal
 from gatehouse_gateway.context import GatewayContext, client_ip, gateway_context
 from gatehouse_gateway.errors import (
@@ -105,8 +105,40 @@ def _too_big(frame: Frame, limit: int) -> bool:
     return len(frame) * 4 > limit and len(frame.encode()) > limit
 
 
+# Closes before the session that are refusals: (reason, action, status) of their audit event.
+_CLOSE_REFUSALS = {
+    "auth_failed": ("authentication_failed", "AUTH", WsStatus.PERMISSION_DENIED),
+    "auth_timeout": ("authentication_failed", "AUTH", WsStatus.PERMISSION_DENIED),
+    "connection_limit": ("rate_limit_exceeded", "CONNECT", WsStatus.RATE_LIMITED),
+}
+
+
+def _audit_refusal(websocket: WebSocket, reason: str, action: str, status: int, msg: str) -> None:
+    """A refused upgrade or authentication, into the aggregated refusal events."""
+    peer = _peer(websocket)
+    gateway_context(websocket).refusals.record(
+        Refusal(
+            reason=reason,
+            principal=None,
+            action_type=f"WS:{action}",
+            resource="/web",
+            ip_address=peer.ip,
+            user_agent=peer.user_agent,
+            request_id=websocket.scope.get("state", {}).get("request_id", ""),
+            status=status,
+            error_message=msg,
+            declared_bytes=None,
+            received_bytes=0,
+            duration_ms=0.0,
+        )
+    )
+
+
 async def _refuse_upgrade(websocket: WebSocket, error: ApiError, status: str) -> None:
     WS_CONNECTIONS_TOTAL.labels(status).inc()
+    refused = refusal_reason(error.status, error)
+    if refused is not None:
+        _audit_refusal(websocket, refused, "UPGRADE", error.status, error.msg)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(error_response(error))
     else:
@@ -115,6 +147,9 @@ async def _refuse_upgrade(websocket: WebSocket, error: ApiError, status: str) ->
 
 async def _close(websocket: WebSocket, code: int, reason: str, status: str) -> _Closed:
     WS_CONNECTIONS_TOTAL.labels(status).inc()
+    refusal = _CLOSE_REFUSALS.get(status)
+    if refusal is not None:
+        _audit_refusal(websocket, refusal[0], refusal[1], refusal[2], reason)
     await websocket.close(code, reason)
     return _Closed(reason)
 
@@ -338,8 +373,31 @@ class _Dispatcher:
         error_message: str,
         started: float,
     ) -> None:
-        """Hand one message's event (`WS:<action>`) to the audit client; never waits."""
+        """Hand one message's event (`WS:<action>`) to the audit client; never waits.
+
+        A refusal (rate limited, permission denied, a malformed frame) goes without its
+        data to the aggregated refusal events instead.
+        """
         session = self._session
+        refused = ws_refusal_reason(status, action)
+        if refused is not None:
+            self._context.refusals.record(
+                Refusal(
+                    reason=refused,
+                    principal=session.principal,
+                    action_type=f"WS:{action}",
+                    resource=resource,
+                    ip_address=session.peer.ip,
+                    user_agent=session.peer.user_agent,
+                    request_id=request_id,
+                    status=status,
+                    error_message=error_message,
+                    declared_bytes=None,
+                    received_bytes=0,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                )
+            )
+            return
         self._context.audit.enqueue(
             audit_event(
                 principal=session.principal,
