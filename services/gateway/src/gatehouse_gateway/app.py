@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from gatehouse_gateway.context import GatewayContext
 from gatehouse_gateway.errors import install_error_handlers
+from gatehouse_gateway.http.author_reads import AuthorReads
 from gatehouse_gateway.http.client_ip import TrustedProxies
 from gatehouse_gateway.http.dependencies import JsonBody
 from gatehouse_gateway.http.edge import EdgeMiddleware
@@ -55,6 +56,8 @@ def create_app(settings: Settings, context: GatewayContext | None = None) -> Fas
     app.include_router(audit_logs.router)
     app.include_router(health.router)
     app.include_router(websocket_router)
+    # Starlette runs the middleware added last first: the edge, then the fast path.
+    app.add_middleware(AuthorReads, route=_route(app, "/authors/{id}", "GET"))
     app.add_middleware(
         EdgeMiddleware,
         trusted_proxies=TrustedProxies(settings.trusted_proxies),
@@ -62,6 +65,15 @@ def create_app(settings: Settings, context: GatewayContext | None = None) -> Fas
     )
     _document_400_not_422(app)
     return app
+
+
+def _route(app: FastAPI, path: str, method: str) -> APIRoute:
+    """The app's route of `method` `path`, as routing puts it in `scope["route"]`."""
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute) and context.path == path and method in (route.methods or ()):
+            return route
+    raise LookupError(f"no route {method} {path}")
 
 
 def _json_bodies(app: FastAPI) -> set[type[BaseModel]]:

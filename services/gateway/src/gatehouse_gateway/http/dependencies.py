@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, ValidationError
 
 from gatehouse_gateway import client_json
@@ -32,14 +33,60 @@ _bearer = HTTPBearer(
     description="An access token of the `gatehouse` realm issued to `gatehouse-web`.",
 )
 
-Context = Annotated[GatewayContext, Depends(gateway_context)]
+
+async def _context(request: Request) -> GatewayContext:
+    # A coroutine, so that FastAPI calls it in the event loop, not in its thread pool.
+    return gateway_context(request)
 
 
-async def _limit(context: GatewayContext, request: Request, user_id: str | None, tier: str) -> None:
-    decision = await context.rate_limiter.check_http(user_id, request.state.client_ip, tier)
-    request.state.rate_limit = decision
+Context = Annotated[GatewayContext, Depends(_context)]
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, None for any other: what
+    the routes' `HTTPBearer` finds in the same header."""
+    scheme, token = get_authorization_scheme_param(authorization)
+    if not (scheme and token) or scheme.lower() != "bearer":
+        return None
+    return token
+
+
+async def _limit(
+    context: GatewayContext, state: dict[str, Any], user_id: str | None, tier: str
+) -> None:
+    decision = await context.rate_limiter.check_http(user_id, state["client_ip"], tier)
+    state["rate_limit"] = decision
     if not decision.allowed:
         raise decision.error()
+
+
+async def authenticate(
+    context: GatewayContext, state: dict[str, Any], token: str | None
+) -> Principal:
+    """The caller of a valid bearer `token`, within its rate limit; `state` is the
+    request's (`scope["state"]`), which gets the principal and the rate-limit decision.
+
+    Refused tokens still count against the limit of the client's address, so guessing
+    tokens is throttled too.
+    """
+    if token is None:
+        await _limit(context, state, None, "default")
+        raise authentication_failed("missing bearer token")
+    try:
+        principal = await context.verifier.verify(token)
+    except ApiError as error:
+        if error.status == 401:
+            await _limit(context, state, None, "default")
+        raise
+    state["principal"] = principal
+    await _limit(context, state, principal.user_id, rate_limit_tier(principal))
+    return principal
+
+
+def require_role(principal: Principal, role: Role) -> None:
+    """403 unless `principal` holds `role` (or is admin)."""
+    if not authorize(principal, role):
+        raise permission_denied(role)
 
 
 async def authenticated(
@@ -47,23 +94,9 @@ async def authenticated(
     context: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller of a valid bearer token, within its rate limit.
-
-    Refused tokens still count against the limit of the client's address, so guessing
-    tokens is throttled too.
-    """
-    if credentials is None:
-        await _limit(context, request, None, "default")
-        raise authentication_failed("missing bearer token")
-    try:
-        principal = await context.verifier.verify(credentials.credentials)
-    except ApiError as error:
-        if error.status == 401:
-            await _limit(context, request, None, "default")
-        raise
-    request.state.principal = principal
-    await _limit(context, request, principal.user_id, rate_limit_tier(principal))
-    return principal
+    """Dependency: `authenticate` of the request's bearer token."""
+    token = credentials.credentials if credentials is not None else None
+    return await authenticate(context, request.scope["state"], token)
 
 
 class RequireRole:
@@ -73,8 +106,7 @@ class RequireRole:
         self.role = role
 
     async def __call__(self, principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
-        if not authorize(principal, self.role):
-            raise permission_denied(self.role)
+        require_role(principal, self.role)
         return principal
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from gatehouse_gateway import operations
+from gatehouse_gateway.context import GatewayContext
 from gatehouse_gateway.errors import ApiError, ErrorCode
 from gatehouse_gateway.http.dependencies import (
     AuthorCreator,
@@ -176,7 +177,16 @@ async def create_author(_: AuthorCreator, context: Context, body: AuthorBody) ->
 async def get_author(
     _: AuthorReader, context: Context, id: AuthorId, if_none_match: IfNoneMatch = None
 ) -> Response:
-    author = await operations.get_author(context.upstreams, context.author_cache, id)
+    return await author_response(context, id, if_none_match)
+
+
+async def author_response(
+    context: GatewayContext, author_id: int, if_none_match: str | None
+) -> Response:
+    """GET /authors/{id}'s answer once the caller may have it: the author (from the edge
+    cache when it holds it), or 304 when `If-None-Match` names its version. Also called
+    by `gatehouse_gateway.http.author_reads`, the route's fast path."""
+    author = await operations.get_author(context.upstreams, context.author_cache, author_id)
     headers = {"ETag": author.etag, "Cache-Control": CACHE_CONTROL}
     if if_none_match is not None and _matches(if_none_match, author.etag):
         return Response(status_code=304, headers=headers)
