@@ -6,9 +6,12 @@ import asyncio
 import time
 
 import httpx
+import pytest
+from prometheus_client import REGISTRY
 
 from gatehouse_authors.app import build_app as build_authors
 from gatehouse_gateway.context import GatewayContext
+from gatehouse_gateway.http import edge
 from gatehouse_kit.grpc_server import GrpcService
 from services.gateway.tests.conftest import Upstreams, gateway_settings, running_gateway
 from services.gateway.tests.tokens import Realm
@@ -117,3 +120,24 @@ async def _eventually_ok(client: httpx.AsyncClient, headers: dict[str, str]) -> 
         if response.status_code == 200 or time.monotonic() > deadline:
             return response
         await asyncio.sleep(0.05)
+
+
+async def test_a_failure_after_the_answer_is_counted_and_never_reaches_the_server(
+    gateway: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(self: object) -> None:
+        raise RuntimeError("a bug in the access log or the audit event")
+
+    def counted() -> float:
+        sample = REGISTRY.get_sample_value(
+            "gateway_unhandled_errors_total", {"where": "http_after_response"}
+        )
+        return sample or 0.0
+
+    monkeypatch.setattr(edge._Exchange, "_finish", fail)
+    before = counted()
+    # In-process, an exception leaving the app would fail the request here; behind a
+    # proxy, the server would drop the connection and the next request sent on it.
+    assert (await gateway.get("/health/live")).status_code == 200
+    assert (await gateway.get("/health/live")).status_code == 200
+    assert counted() == before + 2

@@ -16,12 +16,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from google.rpc import status_pb2
 from grpc_status import rpc_status
+from prometheus_client import Counter
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gatehouse_kit.errors import field_violations
 
 log = structlog.get_logger(__name__)
+
+UNHANDLED_ERRORS = Counter(
+    "gateway_unhandled_errors",
+    "Exceptions caught by the gateway's last-resort handlers (each one a bug), by where: "
+    "http (answered 500), http_after_response (after the answer: its audit event may be "
+    "lost), ws_frame (answered INVALID_DATA), ws_message (answered ERROR), ws_socket "
+    "(closed 1011).",
+    ["where"],
+)
+for _where in ("http", "http_after_response", "ws_frame", "ws_message", "ws_socket"):
+    UNHANDLED_ERRORS.labels(_where)
 
 
 class ErrorCode(StrEnum):

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gatehouse_gateway.client_json import MAX_DEPTH
 from gatehouse_gateway.websocket import endpoint
@@ -24,6 +25,10 @@ DEEP_OBJECTS = '{"a": ' * 300 + "1" + "}" * 300
 def envelope(data_json: str, req_id: str, pkg_id: int = PkgId.GET_AUTHOR) -> str:
     """A request frame whose `data` is `data_json` as written (json.dumps would recurse)."""
     return f'{{"pkg_id": {pkg_id}, "req_id": "{req_id}", "method": "", "data": {data_json}}}'
+
+
+def unhandled(where: str) -> float:
+    return REGISTRY.get_sample_value("gateway_unhandled_errors_total", {"where": where}) or 0.0
 
 
 async def still_answers(client: Any) -> None:
@@ -146,12 +151,14 @@ async def test_a_frame_the_codec_fails_on_unforeseen_gets_invalid_data(
         return real_decode(frame)
 
     monkeypatch.setattr(codec, "decode", decode)
+    before = unhandled("ws_frame")
     async with ws(gateway, issuer.token("viewer")) as client:
         await client.send_raw("boom")
         reply = await client.frame()
         assert (reply["status_code"], reply["req_id"]) == (2, None)
         assert reply["data"]["msg"] == "frame could not be read"
         await still_answers(client)
+    assert unhandled("ws_frame") == before + 1
 
 
 async def test_a_failure_while_serving_closes_1011_with_a_close_frame(
@@ -161,6 +168,8 @@ async def test_a_failure_while_serving_closes_1011_with_a_close_frame(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(endpoint._Dispatcher, "handle", fail)
+    before = unhandled("ws_socket")
     async with ws(gateway, issuer.token("viewer")) as client:
         await client.send_raw(json.dumps({"pkg_id": 1, "req_id": str(uuid.uuid4())}))
         assert await client.closed() == (1011, "internal error")
+    assert unhandled("ws_socket") == before + 1

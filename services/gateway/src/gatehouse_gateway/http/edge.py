@@ -26,7 +26,13 @@ from gatehouse_gateway import client_json
 from gatehouse_gateway.auditing import Refusal, audit_event, refusal_reason
 from gatehouse_gateway.auth import Principal
 from gatehouse_gateway.context import GatewayContext
-from gatehouse_gateway.errors import ApiError, ErrorCode, error_response, internal_error
+from gatehouse_gateway.errors import (
+    UNHANDLED_ERRORS,
+    ApiError,
+    ErrorCode,
+    error_response,
+    internal_error,
+)
 from gatehouse_gateway.http.client_ip import TrustedProxies
 from gatehouse_gateway.ratelimiting import RateDecision
 from gatehouse_kit.logging import request_id_var, sane_request_id
@@ -170,6 +176,7 @@ class _Exchange:
             await self.edge.app(self.scope, self.receive, self.send)
         except Exception:
             log.exception("unhandled_error")
+            UNHANDLED_ERRORS.labels("http").inc()
             await self._fail(internal_error())
         finally:
             try:
@@ -178,6 +185,7 @@ class _Exchange:
                 # Nothing after the answer may reach the server, which would drop the
                 # connection (and the next request a proxy sends on it).
                 log.exception("edge_finish_failed")
+                UNHANDLED_ERRORS.labels("http_after_response").inc()
 
     async def _fail(self, error: ApiError) -> None:
         self.state["error"] = error

@@ -26,6 +26,7 @@ from gatehouse_gateway.auditing import Refusal, audit_event, refusal_reason, ws_
 from gatehouse_gateway.auth import Principal
 from gatehouse_gateway.context import GatewayContext, client_ip, gateway_context
 from gatehouse_gateway.errors import (
+    UNHANDLED_ERRORS,
     ApiError,
     ErrorCode,
     WsStatus,
@@ -282,6 +283,7 @@ async def web(websocket: WebSocket) -> None:
         # A bug, never left to the server (which would drop the connection without a
         # close frame): the socket is closed 1011 after what is already queued.
         log.exception("ws_failed")
+        UNHANDLED_ERRORS.labels("ws_socket").inc()
         session.close_soon(CLOSE_INTERNAL_ERROR, "internal error")
         await session.flushed()
     finally:
@@ -351,6 +353,7 @@ class _Dispatcher:
             # A failure the codec did not foresee is still about the client's frame: it
             # is answered like any unreadable frame, and the socket stays open.
             log.exception("ws_frame_unreadable")
+            UNHANDLED_ERRORS.labels("ws_frame").inc()
             self._reply_malformed(MalformedFrame("frame could not be read"), started)
             return
         if isinstance(decoded, AuthFrame):
@@ -508,6 +511,7 @@ class _Dispatcher:
             return error.ws_status, error.payload(), None
         except Exception:
             log.exception("ws_handler_failed", pkg_id=int(request.pkg_id))
+            UNHANDLED_ERRORS.labels("ws_message").inc()
             internal = ApiError(500, ErrorCode.INTERNAL_ERROR, "internal error")
             return internal.ws_status, internal.payload(), None
         return WsStatus.OK, outcome.data, outcome.meta
