@@ -51,11 +51,12 @@ async def test_a_stopped_service_pages_once_and_its_recovery_is_told(
         page = await alert_receiver.wait_for(
             GROUP, status="firing", since=stopped_at, within=PAGED_WITHIN
         )
-        # Critical: the pager. One notification for the service, every replica in it.
+        # Critical: the pager. One notification for the service, every replica in it
+        # (a group may also list alerts of its own that resolved earlier).
         assert page["receiver"] == "pager"
         assert page["commonLabels"]["severity"] == "critical"
-        assert {alert["labels"]["instance"] for alert in page["alerts"]} == instances
-        assert {alert["status"] for alert in page["alerts"]} == {"firing"}
+        firing = {a["labels"]["instance"] for a in page["alerts"] if a["status"] == "firing"}
+        assert firing == instances
         assert page["commonAnnotations"]["runbook_url"] == "docs/runbooks/TargetDown.md"
 
         # Traefik's health checks of the service fail too; Alertmanager has that alert,
@@ -81,8 +82,8 @@ async def test_a_stopped_service_pages_once_and_its_recovery_is_told(
         GROUP, status="resolved", since=restarted_at, within=RESOLVED_WITHIN
     )
     assert resolved["receiver"] == "pager"
-    assert {alert["labels"]["instance"] for alert in resolved["alerts"]} == instances
     assert {alert["status"] for alert in resolved["alerts"]} == {"resolved"}
+    assert instances <= {alert["labels"]["instance"] for alert in resolved["alerts"]}
     await prometheus.wait_until_quiet("TargetDown", {"job": SERVICE}, within=60)
     # Prometheus scrapes the receiver: the notifications it counted are series there.
     await prometheus.wait_for_series(
