@@ -268,8 +268,14 @@ class MixedTraffic:
             code, service = _error_of(response.json())
         except ValueError:
             code, service = (None, None) if response.is_success else ("not json", None)
-        # A gateway echoes the request id; an answer without it came from the proxy.
-        audited = bool(request_id) and response.headers.get("x-request-id") == request_id
+        # A gateway echoes the request id; an answer without it came from the proxy. A
+        # refusal is audited in an aggregated event, which keeps one request id of several
+        # (docs/audit.md, Refused requests).
+        audited = (
+            bool(request_id)
+            and response.headers.get("x-request-id") == request_id
+            and not _is_refusal(response.status_code, code)
+        )
         self._record(
             "http", operation, started, response.status_code, code, service, request_id, audited
         )
@@ -393,7 +399,9 @@ class MixedTraffic:
                 if req_id not in sock.pending:
                     continue
                 operation, started = sock.pending.pop(req_id)
-                self._record("ws", operation, started, status, code, service, req_id, True)
+                # Refused messages (3, 6) are audited in aggregated events.
+                audited = status not in (3, 6)
+                self._record("ws", operation, started, status, code, service, req_id, audited)
 
     def _expire(self, sock: _Socket, close_code: int | None) -> None:
         """Requests left unanswered when a socket closed."""
@@ -461,3 +469,8 @@ def _ws_answer(frame: str | bytes) -> tuple[str, int, str | None, str | None] | 
     details = data.get("details")
     service = details.get("service") if isinstance(details, dict) else None
     return req_id, status, data.get("code"), service
+
+
+def _is_refusal(status: int, code: str | None) -> bool:
+    """An answer the gateway audits only in aggregate (docs/audit.md, Refused requests)."""
+    return status in (401, 403, 413, 429) or (status == 400 and code == "invalid_data")
