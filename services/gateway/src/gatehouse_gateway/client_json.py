@@ -59,20 +59,20 @@ def _not_json(name: str) -> NoReturn:
 _DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_not_json)
 
 
-def check_depth(text: str, max_depth: int = MAX_DEPTH) -> None:
-    """Refuse `text` when its arrays and objects nest deeper than `max_depth` levels, or
+def _check_depth(text: str) -> None:
+    """Refuse `text` when its arrays and objects nest deeper than MAX_DEPTH levels, or
     when its brackets do not pair up (then it is no JSON at all), without parsing it.
 
-    Text with no more than `max_depth` opening brackets cannot be deeper: most input is
+    Text with no more than MAX_DEPTH opening brackets cannot be deeper: most input is
     let through on two counts. Otherwise brackets inside strings are set aside, and the
     brackets left are stripped of their innermost pairs once per level: at most
-    `max_depth` passes, each in C.
+    MAX_DEPTH passes, each in C.
     """
-    if text.count("[") + text.count("{") <= max_depth:
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
         return
     structure = _STRING.sub("", text).encode("utf-8", "surrogatepass")
     nesting = structure.translate(_ONE_KIND_OF_BRACKET, _NOT_BRACKETS)
-    for _ in range(max_depth):
+    for _ in range(MAX_DEPTH):
         if not nesting:
             return
         inner_removed = nesting.replace(b"[]", b"")
@@ -80,7 +80,7 @@ def check_depth(text: str, max_depth: int = MAX_DEPTH) -> None:
             raise InvalidJson("is not valid JSON")
         nesting = inner_removed
     if nesting:
-        raise InvalidJson(f"is nested deeper than {max_depth} levels")
+        raise InvalidJson(f"is nested deeper than {MAX_DEPTH} levels")
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -94,7 +94,7 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def parse(raw: str | bytes | bytearray, max_depth: int = MAX_DEPTH) -> Any:
+def parse(raw: str | bytes | bytearray) -> Any:
     """The JSON value in `raw` (bytes must be UTF-8); raises InvalidJson (see module doc)."""
     if isinstance(raw, str):
         text = raw
@@ -103,7 +103,7 @@ def parse(raw: str | bytes | bytearray, max_depth: int = MAX_DEPTH) -> Any:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidJson("is not UTF-8") from None
-    check_depth(text, max_depth)
+    _check_depth(text)
     try:
         value = _DECODER.decode(text)
     except InvalidJson:
