@@ -36,7 +36,7 @@ AUDIT_REFUSALS = Counter(
 )
 AUDIT_REFUSALS_AGGREGATED = Counter(
     "gateway_audit_refusals_aggregated_total",
-    "Refused requests recorded only as part of the count of another's audit event, by reason.",
+    "Refused requests not audited at once but counted into their window's event, by reason.",
     ["reason"],
 )
 
