@@ -7,9 +7,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, cast
 
+import asyncpg
 import pytest
 
-from gatehouse_audit.events import Row
+from gatehouse_audit.events import COLUMNS, DeadLetter, Row, row_dead_letter
 from gatehouse_audit.pipeline import AuditBatchWriter
 from gatehouse_audit.repository import AuditRepository
 from gatehouse_kit.audit_metrics import AuditCounts
@@ -122,4 +123,73 @@ async def test_rows_are_gathered_into_batches_of_batch_size() -> None:
     await asyncio.gather(*futures)
     # The first write took the first two groups; the rest came in full batches.
     assert repo.batches == [10, 10, 10]
+    await writer.drain(1)
+
+
+class RefusingRepository(ScriptedRepository):
+    """Refuses (as PostgreSQL would, SQLSTATE 22021) every write holding a row in `bad`,
+    and fails the first write holding a row in `flaky` once with a transient error."""
+
+    def __init__(self, bad: set[int], flaky: frozenset[int] = frozenset()) -> None:
+        super().__init__()
+        self.bad = bad
+        self.flaky = set(flaky)
+        self.letters: list[DeadLetter] = []
+
+    async def write(self, rows: Sequence[Row]) -> None:
+        self.attempts += 1
+        numbers = {row[0] for row in rows}
+        if numbers & self.bad:
+            raise asyncpg.CharacterNotInRepertoireError("invalid byte sequence")
+        if numbers & self.flaky:
+            self.flaky -= numbers
+            raise asyncpg.SerializationError("could not serialize access")
+        self.batches.append(len(rows))
+
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        self.letters.extend(letters)
+
+
+def _rows(count: int) -> list[Row]:
+    return [(n, *([""] * (len(COLUMNS) - 1))) for n in range(count)]
+
+
+async def test_a_refused_batch_is_split_down_to_its_refused_rows_without_retrying_them() -> None:
+    repo = RefusingRepository(bad={37}, flaky=frozenset({80}))
+    counts = AuditCounts()
+    writer = _writer(repo, counts, capacity=200, batch_size=100)
+    await (await writer.submit(_rows(100)))
+    assert [letter.content for letter in repo.letters] == [
+        row_dead_letter(_rows(100)[37], "x").content
+    ]
+    assert repo.letters[0].kind == "refused"
+    assert "CharacterNotInRepertoireError" in repo.letters[0].reason
+    assert sum(repo.batches) == 99
+    # A bisection: about two writes per halving, never a retry of a refused write; the
+    # one transient failure was retried.
+    assert repo.attempts <= 2 * 7 + 2
+    assert counts.snapshot() == (100, 100, {}, 0)
+    await writer.drain(1)
+
+
+async def test_rows_committed_before_a_failure_count_as_written() -> None:
+    # Splitting around row 3 commits rows 0-4 but 3; then rows 5-9 fail for good.
+    repo = RefusingRepository(bad={3})
+    counts = AuditCounts()
+    writer = _writer(repo, counts, retry_attempts=2)
+    original = repo.write
+
+    async def write(rows: Sequence[Row]) -> None:
+        if rows[0][0] >= 5:
+            repo.attempts += 1
+            raise ValueError("bad batch")
+        await original(rows)
+
+    repo.write = write  # type: ignore[method-assign]
+    done = await writer.submit(_rows(10))
+    with pytest.raises(Unavailable):
+        await done
+    written = sum(repo.batches)
+    assert written == 4
+    assert counts.snapshot() == (10, written, {"write_failed": 10 - written}, 0)
     await writer.drain(1)
