@@ -1,8 +1,10 @@
-"""Retention: events older than AUDIT_RETENTION_DAYS go, in bounded batches; newer stay."""
+"""Retention: events and dead letters older than AUDIT_RETENTION_DAYS go, in bounded
+batches; newer stay."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,3 +66,27 @@ async def test_the_running_service_applies_retention_on_its_own(
             await asyncio.sleep(0.02)
     after = REGISTRY.get_sample_value("audit_retention_deleted_total") or 0
     assert after - before >= 3
+
+
+async def test_dead_letters_outliving_retention_go_too(
+    audit_db: str, db: asyncpg.Connection
+) -> None:
+    ages = [1, 20, 31, 45, 90]
+    for age in ages:
+        await db.execute(
+            "INSERT INTO audit_dead_letters (event_id, received_at, reason, event) "
+            "VALUES ($1, now() - make_interval(days => $2), 'retention test', '{}')",
+            uuid.uuid4(),
+            age,
+        )
+    repository = await AuditRepository.connect(audit_db, max_size=1)
+    try:
+        deleted = await AuditRetention(repository, days=30, interval=3600, batch_size=2).purge()
+    finally:
+        await repository.close()
+    assert deleted == 3
+    kept = await db.fetch(
+        "SELECT extract(day FROM now() - received_at)::int AS age FROM audit_dead_letters "
+        "WHERE reason = 'retention test' ORDER BY age"
+    )
+    assert [r["age"] for r in kept] == [1, 20]
