@@ -96,8 +96,8 @@ async def test_deep_bodies_get_400_and_the_next_requests_are_served(
     ids=["malformed", "deep", "oversized"],
 )
 @pytest.mark.parametrize("token", [None, "not-a-token"], ids=["no-token", "bad-token"])
-async def test_an_anonymous_body_gets_401(
-    web: httpx.AsyncClient, body: bytes, token: str | None
+async def test_an_anonymous_body_gets_401_unread_and_the_next_request_is_served(
+    web: httpx.AsyncClient, tokens: Tokens, body: bytes, token: str | None
 ) -> None:
     headers = dict(JSON)
     if token is not None:
@@ -106,6 +106,11 @@ async def test_an_anonymous_body_gets_401(
     assert response.status_code == 401, response.text
     assert response.json()["error"]["code"] == "authentication_failed"
     assert response.headers["www-authenticate"].startswith("Bearer")
+    # The body left unread is skipped, not taken for the next request on the connection.
+    listed = await web.get(
+        "/authors", params={"name": "no such author"}, headers=await tokens.headers("viewer")
+    )
+    assert listed.status_code == 200, listed.text
 
 
 async def _socket(stack: Stack, token: str, fmt: str) -> ClientConnection:
