@@ -58,6 +58,7 @@ async def test_an_unknown_authority_reaches_no_service(stack: Stack) -> None:
         "/api/rawdata",
         "/api/http/routers",
         "/dashboard/",
+        "/debug/pprof/",
         "/ping",
         "/gatehouse.authors.v1.Authors/GetAuthor",
         "/grpc.health.v1.Health/Check",
@@ -87,6 +88,18 @@ def test_traefik_exposes_its_own_metrics_on_the_metrics_entrypoint(stack: Stack)
     response = httpx.get(f"{stack.metrics_url}/metrics", timeout=10)
     assert response.status_code == 200
     assert "traefik_entrypoint_requests_total" in response.text
+
+
+def test_traefik_labels_its_metrics_by_entrypoint_and_service_not_router(stack: Stack) -> None:
+    text = httpx.get(f"{stack.metrics_url}/metrics", timeout=10).text
+    assert "traefik_service_requests_total" in text
+    assert "traefik_router_requests_total" not in text
+
+
+def test_traefik_profiles_on_the_api_entrypoint_only(stack: Stack) -> None:
+    response = httpx.get(f"{stack.dashboard_url}/debug/pprof/cmdline", timeout=10)
+    assert response.status_code == 200
+    assert "traefik" in response.text
 
 
 def test_the_api_and_dashboard_entrypoint_answers(stack: Stack) -> None:
@@ -123,11 +136,11 @@ def test_api_requests_are_spread_over_every_gateway_replica(native_stack: Stack)
     while True:
         lines = native_stack.log_path("traefik").read_text().splitlines()[-5000:]
         served = {
-            json.loads(line)["ServiceURL"]
+            json.loads(line)["ServiceAddr"]
             for line in lines
             if marker in line and '"entryPointName":"web"' in line
         }
-        wanted = {f"http://127.0.0.1:{8000 + 100 * k}" for k in range(replicas)}
+        wanted = {f"127.0.0.1:{8000 + 100 * k}" for k in range(replicas)}
         if served == wanted or time.monotonic() > deadline:
             break
         time.sleep(0.2)
