@@ -3,23 +3,26 @@
 Rounds of requests meant to break audit events — an encoded NUL in the path
 (`/authors%00`), invalid UTF-8 and encoded surrogates in path and query, invalid UTF-8 in
 headers, a JSON body with a lone surrogate, raw non-UTF-8 bytes on the wire — are sent
-through Traefik at the same moment as ordinary writes of the realm's editor and admin, so
-that their events share the gateway's audit batches. Every ordinary request's event must
-be in the audit database (by request id), no audit pipeline may count a drop, and the
-audit service sets nothing aside: the gateway made every event storable. The audit
-service's own defence is shown on its own: a batch with an event PostgreSQL cannot hold,
-sent straight to the running service, is stored but for that event, which goes to the
-dead-letter table and is counted in `audit_dead_letters_total`. And a flood of refused
-requests from one client costs a few events that together count every refusal.
+through Traefik at the same moment as the ordinary writes of the realm's editor (create,
+update, delete), so that their events share the gateway's audit batches. Every ordinary
+request's event must be in the audit database (by request id), no audit pipeline may
+count a drop, and the audit service sets nothing aside: the gateway made every event
+storable. The audit service's own defence is shown on its own: a batch with an event
+PostgreSQL cannot hold, sent straight to the running service, is stored but for that
+event, which goes to the dead-letter table and is counted in `audit_dead_letters_total`.
+And a flood of refused requests from one client costs a few events that together count
+every refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -48,6 +51,11 @@ AUDIT_WITHIN_SECONDS = 20.0
 # A refusal window of the stack's gateways (GATEWAY_AUDIT_REFUSAL_WINDOW_SECONDS) and more.
 REFUSAL_EVENTS_WITHIN_SECONDS = 30.0
 FLOOD = 30
+# The flood's refusals: reason -> (status, outcome) of their events.
+REFUSED = {
+    "authentication_failed": (401, "permission_denied"),
+    "rate_limit_exceeded": (429, "error"),
+}
 
 
 async def _raw_request(stack: Stack, request_line: bytes, headers: bytes = b"") -> bytes:
@@ -95,6 +103,7 @@ async def test_hostile_requests_beside_ordinary_writes_lose_no_event(
     tag = uuid.uuid4().hex[:8]
     programs = [p for name in AUDIT_PIPELINE for p in replicas(supervised(stack), name)]
     ordinary: set[str] = set()
+    rounds = itertools.count()
     async with (
         httpx.AsyncClient(base_url=stack.web_url, timeout=20) as scrapes,
         httpx.AsyncClient(
@@ -102,51 +111,41 @@ async def test_hostile_requests_beside_ordinary_writes_lose_no_event(
         ) as editor,
         httpx.AsyncClient(
             base_url=stack.web_url, timeout=20, headers={"X-Forwarded-For": client_address()}
-        ) as admin,
-        httpx.AsyncClient(
-            base_url=stack.web_url, timeout=20, headers={"X-Forwarded-For": client_address()}
         ) as hostile,
     ):
+
+        async def write(step: str, method: str, url: str, expected: int, **kw: Any) -> str:
+            """One of the editor's writes, sent at the same moment as a round of hostile
+            requests; the location it answers with, if any. Sent again after Retry-After
+            when a rate limit the suites share refuses it: a refusal is audited only in
+            aggregate, so only the answered attempt's request id is expected."""
+            for attempt in range(4):
+                request_id = f"write-{tag}-{step}-{attempt}"
+                headers = {**await tokens.headers("editor"), "X-Request-ID": request_id}
+                answer, *others = await asyncio.gather(
+                    editor.request(method, url, headers=headers, **kw),
+                    *_hostile(stack, hostile, tag, next(rounds)),
+                )
+                for other in others:
+                    if isinstance(other, httpx.Response):
+                        assert other.status_code < 500, (other.request.url, other.text)
+                assert isinstance(answer, httpx.Response)
+                if answer.status_code != 429:
+                    assert answer.status_code == expected, answer.text
+                    ordinary.add(request_id)
+                    location: str = answer.headers.get("Location", "")
+                    return location
+                await asyncio.sleep(min(float(answer.headers.get("Retry-After", "1")), 20))
+            raise AssertionError(f"{method} {url} stayed rate limited")
+
         before = await audit_counts(scrapes, programs)
         set_aside = await _dead_letters(scrapes, stack)
         for n in range(ROUNDS):
-            created_id = f"write-{tag}-{n}-create"
-            created, *answers = await asyncio.gather(
-                editor.post(
-                    "/authors",
-                    json={"name": f"hostile-neighbour-{tag}-{n}"},
-                    headers={**await tokens.headers("editor"), "X-Request-ID": created_id},
-                ),
-                *_hostile(stack, hostile, tag, n),
-            )
-            assert isinstance(created, httpx.Response)
-            assert created.status_code == 201, created.text
-            ordinary.add(created_id)
-            for answer in answers:
-                if isinstance(answer, httpx.Response):
-                    assert answer.status_code < 500, (answer.request.url, answer.text)
-            location = created.headers["Location"]
-            updated_id, deleted_id = f"write-{tag}-{n}-update", f"write-{tag}-{n}-delete"
-            update, *_ = await asyncio.gather(
-                editor.put(
-                    location,
-                    json={"name": f"hostile-neighbour-{tag}-{n}-renamed"},
-                    headers={**await tokens.headers("editor"), "X-Request-ID": updated_id},
-                ),
-                *_hostile(stack, hostile, tag, n + ROUNDS),
-            )
-            assert isinstance(update, httpx.Response)
-            assert update.status_code == 200, update.text
-            delete, *_ = await asyncio.gather(
-                admin.delete(
-                    location,
-                    headers={**await tokens.headers("admin"), "X-Request-ID": deleted_id},
-                ),
-                *_hostile(stack, hostile, tag, n + 2 * ROUNDS),
-            )
-            assert isinstance(delete, httpx.Response)
-            assert delete.status_code == 204, delete.text
-            ordinary |= {updated_id, deleted_id}
+            name = f"hostile-neighbour-{tag}-{n}"
+            location = await write(f"{n}-create", "POST", "/authors", 201, json={"name": name})
+            renamed = {"name": f"{name}-renamed"}
+            await write(f"{n}-update", "PUT", location, 200, json=renamed)
+            await write(f"{n}-delete", "DELETE", location, 204)
 
         async def all_stored() -> bool | None:
             return True if await stored_request_ids(ordinary) == ordinary else None
@@ -238,7 +237,8 @@ async def test_a_flood_of_refusals_is_a_few_events_that_count_every_refusal(
                 json={"name": f"flood-{tag}", "password": "never stored"},
                 headers={"X-Request-ID": f"flood-{tag}-{n}"},
             )
-            assert refused.status_code == 401, refused.text
+            # 429 when a rate limit the suites share on this address runs out first.
+            assert refused.status_code in (401, 429), refused.text
         counted = await _refusals(anonymous, gateways)
     assert counted - before >= FLOOD
 
@@ -258,21 +258,23 @@ async def test_a_flood_of_refusals_is_a_few_events_that_count_every_refusal(
         return rows if total_count == FLOOD else None
 
     rows = await poll(all_counted, REFUSAL_EVENTS_WITHIN_SECONDS, "refusal events counting all")
-    # One event at once and one per window, per gateway replica that answered.
-    assert len(rows) <= 2 * len(gateways)
-    assert f"flood-{tag}-0" in {r["request_id"] for r in rows}
+    # One event at once and one per window, per reason and gateway replica that answered
+    # (the first is counted into a window too when an earlier test of this address left
+    # one open).
+    assert len(rows) <= 2 * len(REFUSED) * len(gateways)
     for row in rows:
-        assert (row["response_status"], row["outcome"]) == (401, "permission_denied")
         assert "never stored" not in row["request_data"]
-        assert json.loads(row["request_data"])["refusal"]["reason"] == "authentication_failed"
+        reason = json.loads(row["request_data"])["refusal"]["reason"]
+        assert (row["response_status"], row["outcome"]) == REFUSED[reason]
 
 
 async def _refusals(client: httpx.AsyncClient, gateways: list[str]) -> float:
-    """`gateway_audit_refusals_total{reason="authentication_failed"}` over the gateways."""
-    name = 'gateway_audit_refusals_total{reason="authentication_failed"}'
+    """`gateway_audit_refusals_total` of the flood's reasons, over the gateways."""
     counted = 0.0
     for gateway in gateways:
-        counted += total(await scrape(client, metrics_url(gateway)), name)
+        samples = await scrape(client, metrics_url(gateway))
+        for reason in REFUSED:
+            counted += total(samples, f'gateway_audit_refusals_total{{reason="{reason}"}}')
     return counted
 
 
