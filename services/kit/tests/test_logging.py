@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from gatehouse_kit.logging import configure_logging, flush_logs
+from gatehouse_kit.logging import _Sink, configure_logging
 
 
 @pytest.fixture(autouse=True)
@@ -27,21 +27,35 @@ def _lines(stream: io.StringIO) -> list[dict[str, object]]:
 
 
 def test_info_waits_for_the_batch_and_a_warning_writes_it_in_order() -> None:
+    # The sink itself: the process's loggers may hear warnings from other threads.
     stream = io.StringIO()
-    configure_logging("kit-test", stream=stream, flush_seconds=60)
-    log = structlog.get_logger("kit-test")
-    log.info("first")
-    logging.getLogger("uvicorn.access").info("second")
+    sink = _Sink(stream, flush_seconds=60)
+    sink.write("first\n", urgent=False)
+    sink.write("second\n", urgent=False)
     assert stream.getvalue() == ""
-    log.warning("third")
-    assert [line["msg"] for line in _lines(stream)] == ["first", "second", "third"]
+    sink.write("third\n", urgent=True)
+    assert stream.getvalue() == "first\nsecond\nthird\n"
 
 
-def test_a_stdlib_error_is_written_at_once() -> None:
+def test_warnings_and_errors_are_urgent_whichever_logger_sends_them() -> None:
     stream = io.StringIO()
-    configure_logging("kit-test", stream=stream, flush_seconds=60)
-    logging.getLogger("uvicorn.error").error("boom")
-    assert [line["msg"] for line in _lines(stream)] == ["boom"]
+    configure_logging("kit-test", stream=stream)
+    seen: list[bool] = []
+    original = _Sink.write
+
+    def spy(self: _Sink, line: str, *, urgent: bool) -> None:
+        seen.append(urgent)
+        original(self, line, urgent=urgent)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Sink, "write", spy)
+        log = structlog.get_logger("kit-test")
+        log.info("a")
+        log.warning("b")
+        logging.getLogger("uvicorn.access").info("c")
+        logging.getLogger("uvicorn.error").error("d")
+    assert seen == [False, True, False, True]
+    assert [line["msg"] for line in _lines(stream)] == ["a", "b", "c", "d"]
 
 
 def test_pending_lines_are_written_within_the_interval() -> None:
@@ -62,14 +76,14 @@ def test_pending_lines_are_written_within_the_interval() -> None:
 
 def test_a_full_batch_is_written_before_its_time() -> None:
     stream = io.StringIO()
-    configure_logging("kit-test", stream=stream, flush_seconds=60)
-    log = structlog.get_logger("kit-test")
-    for n in range(1000):
-        log.info("filler", padding="x" * 100, n=n)
-    written = len(_lines(stream))
-    assert 0 < written < 1000
-    flush_logs()
-    assert len(_lines(stream)) == 1000
+    sink = _Sink(stream, flush_seconds=60)
+    line = "x" * 1000 + "\n"
+    for _ in range(100):
+        sink.write(line, urgent=False)
+    written = stream.getvalue().count("\n")
+    assert 0 < written < 100
+    sink.flush()
+    assert stream.getvalue().count("\n") == 100
 
 
 def test_without_an_interval_every_line_is_written_at_once() -> None:
