@@ -52,8 +52,10 @@ def test_warnings_and_errors_are_urgent_whichever_logger_sends_them() -> None:
         log = structlog.get_logger("kit-test")
         log.info("a")
         log.warning("b")
-        logging.getLogger("uvicorn.access").info("c")
-        logging.getLogger("uvicorn.error").error("d")
+        # Loggers of their own: a uvicorn server started earlier in this process
+        # (access_log=False) stops uvicorn.access from propagating.
+        logging.getLogger("kit-test.stdlib").info("c")
+        logging.getLogger("kit-test.stdlib.error").error("d")
     assert seen == [False, True, False, True]
     assert [line["msg"] for line in _lines(stream)] == ["a", "b", "c", "d"]
 
