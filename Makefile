@@ -7,7 +7,7 @@ export PATH := $(PATH):$(or $(GATEHOUSE_CACHE),$(HOME)/.cache/gatehouse)/bin
 help: ## list the verbs
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-bootstrap: ## install what the machine lacks (Debian packages, uv, Traefik, Keycloak, buf, ghz)
+bootstrap: ## install what the machine lacks (Debian packages, uv, Traefik, Keycloak, buf, ghz, vegeta)
 	@bash scripts/bootstrap.sh
 
 run: bootstrap ## start the whole platform in the foreground; Ctrl-C stops it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -25,8 +26,16 @@ def percentile(samples: Sequence[float], q: float) -> float:
     if not samples:
         return float("nan")
     ordered = sorted(samples)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    # The smallest sample with at least q % of all at or below it; the product is rounded
+    # first so that a float error (99.9 % of 1,000 is 999.0000000000001) adds no rank.
+    rank = math.ceil(round(q / 100 * len(ordered), 6))
+    return ordered[max(1, min(len(ordered), rank)) - 1]
+
+
+def non_2xx(statuses: dict[int, int]) -> dict[str, int]:
+    """The HTTP responses of `statuses` ({status: count}) that were not 2xx, as failures
+    by status ("HTTP 503": count)."""
+    return {f"HTTP {s}": n for s, n in statuses.items() if not 200 <= s < 300}
 
 
 @dataclass

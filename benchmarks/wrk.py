@@ -17,6 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.common import non_2xx
+
 # A request unanswered for this long counts as a timeout (a socket error).
 TIMEOUT_SECONDS = 10
 
@@ -35,7 +37,7 @@ class WrkReport:
     @property
     def failures(self) -> dict[str, int]:
         """Every response that was not 2xx (by status) and every socket error (by kind)."""
-        failed = {f"HTTP {s}": n for s, n in self.statuses.items() if not 200 <= s < 300}
+        failed = non_2xx(self.statuses)
         failed.update({f"socket {kind}": n for kind, n in self.socket_errors.items() if n})
         return failed
 

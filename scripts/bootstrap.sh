@@ -2,8 +2,8 @@
 # Installs everything Gatehouse needs on a fresh Debian 12 machine, idempotently, from
 # Debian's archive, PyPI, the Go module proxy and Maven Central: Debian packages, uv and
 # the Python workspace, Go (when the machine's is missing or too old), Traefik (built once
-# and cached), Java 21+ and Keycloak (fetched once and cached), buf and ghz (built once
-# and cached). The first run says what each slow step does; a second run takes seconds.
+# and cached), Java 21+ and Keycloak (fetched once and cached), buf, ghz and vegeta (built
+# once and cached). The first run says what each slow step does; a second run takes seconds.
 source "$(dirname "$0")/lib.sh"
 uv_version=0.13.9
 apt_install postgresql-15 postgresql-contrib redis-server prometheus prometheus-alertmanager ca-certificates
@@ -28,4 +28,5 @@ bash scripts/install-traefik.sh >/dev/null
 bash scripts/install-keycloak.sh >/dev/null
 bash scripts/install-buf.sh >/dev/null
 bash scripts/install-ghz.sh >/dev/null
+bash scripts/install-vegeta.sh >/dev/null
 log "ready"

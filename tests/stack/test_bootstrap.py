@@ -4,8 +4,8 @@ The bootstrap runs with this image's extra toolchains out of sight: PATH holds o
 system directories (no /usr/local/go, no pyenv, no Temurin JDK), JAVA_HOME is unset, and
 HOME, the cache and the Python environment are fresh temporary directories. Everything
 must then come from the registries into that cache: a Go toolchain (Debian's Go is too
-old to build the pinned programs), Traefik, buf and ghz built with it, uv, a Java 21+ for
-Keycloak (Debian's JDK is 17) and Keycloak itself. A second run must find all of it.
+old to build the pinned programs), Traefik, buf, ghz and vegeta built with it, uv, a Java
+21+ for Keycloak (Debian's JDK is 17) and Keycloak itself. A second run must find all of it.
 The first run builds Traefik cold: about a quarter of an hour on two cores.
 """
 
@@ -112,6 +112,7 @@ def test_the_first_run_says_what_each_slow_step_does(fresh: Fresh) -> None:
         "building keycloak",
         "building buf",
         "building ghz",
+        "building vegeta",
     ):
         assert step in fresh.log, fresh.log
     assert fresh.log.rstrip().endswith("[bootstrap.sh] ready")
