@@ -14,14 +14,21 @@ connections, SECONDS seconds after a WARMUP_SECONDS run; benchmarks/platform.lua
 - cache miss: GET /authors/{id} of authors made for the run and never read before
   (MISS_HEADROOM times as many as the same system's cache-hit run answered per second);
 - write mix: over MIX_AUTHORS authors, 90 % GET and 10 % PUT with a new name.
+Half of peak: right after a system's cache-hit run, the same request (same token) at
+HALF_PEAK_SHARE of the requests/s that run answered, open loop from vegeta
+(benchmarks/vegeta.py: a constant rate for SECONDS seconds after WARMUP_SECONDS at that
+rate); target: p99 under HALF_PEAK_P99_MS.
 WebSocket: GET_AUTHOR of one author at each of WS_RATES messages a second, open loop, by
 the paced raw client of bench_gateway_ws (`_round_trips`: CLIENTS sockets, 2 s of warm-up
 then 10 s measured; a message unanswered 10 s after the last was sent counts as
-infinitely slow).
+infinitely slow). Gatehouse runs WS_RUNS times in a row at WS_TARGET_RATE (the target:
+p99 under WS_P99_MS in each of WS_TARGET_RUNS consecutive runs), once at every other rate;
+the baseline once at each rate.
 
-A run fails when any response was not 2xx or any socket failed (HTTP; wrk counts both),
-or when any WebSocket message was unanswered or answered with a status_code other than
-OK (read from the audit events that both systems store with each message's req_id).
+A run fails when any response was not 2xx or any socket failed (HTTP; wrk counts both,
+vegeta records the status of every request and the error of every one it got no response
+to), or when any WebSocket message was unanswered or answered with a status_code other
+than OK (read from the audit events that both systems store with each message's req_id).
 
 CPU per request: utime + stime (every thread) from /proc of every process, read before
 and after the measured window (`benchmarks.common.ProcessTable`), divided by the
@@ -38,8 +45,9 @@ then the gateways' quota leases are let run out) and its previous text is put ba
 the end. The baseline decides on the same rules.
 
 Run: `uv run python -m benchmarks platform` (BENCH_PLATFORM_RUNS, BENCH_PLATFORM_SECONDS,
-BENCH_PLATFORM_CONNECTIONS and BENCH_PLATFORM_WS_RATES change the defaults: 1 run of
-10 s at 16 connections; 1000,2000,4000 messages a second).
+BENCH_PLATFORM_CONNECTIONS, BENCH_PLATFORM_WS_RATES and BENCH_PLATFORM_WS_RUNS change the
+defaults: 1 run of 10 s at 16 connections; 1000,2000,4000 messages a second; 1 run at
+WS_TARGET_RATE).
 """
 
 from __future__ import annotations
@@ -73,7 +81,9 @@ from benchmarks.bench_gateway_ws import SECONDS as WS_SECONDS
 from benchmarks.bench_gateway_ws import WARMUP_SECONDS as WS_WARMUP_SECONDS
 from benchmarks.common import Figure, Measurement, ProcessTable, write_result
 from benchmarks.processes import REPO, child, http_answers, installed
-from benchmarks.wrk import WrkReport, run_wrk, wrk_binary
+from benchmarks.vegeta import LOAD_GENERATOR as VEGETA
+from benchmarks.vegeta import run_vegeta
+from benchmarks.wrk import TIMEOUT_SECONDS, WrkReport, run_wrk, wrk_binary
 from gatehouse_ratelimit.rules import resolve_rules_path
 from gatehouse_ratelimit.settings import Settings as RateLimitSettings
 from tests.harness.private import free_port
@@ -86,6 +96,8 @@ WARMUP_SECONDS = 2.0
 WS_RATES = tuple(
     float(r) for r in os.environ.get("BENCH_PLATFORM_WS_RATES", "1000,2000,4000").split(",") if r
 )
+# Consecutive Gatehouse runs at WS_TARGET_RATE; the target asks for WS_TARGET_RUNS.
+WS_RUNS = int(os.environ.get("BENCH_PLATFORM_WS_RUNS", "1"))
 MIX_AUTHORS = 1000
 MISS_HEADROOM = 1.5
 # After a WebSocket run, wait (at most SETTLE_SECONDS) until the system it loaded is idle:
@@ -98,14 +110,17 @@ RELOAD_WAIT_SECONDS = 15.0
 # The gateways decide from quota leased for at most RATELIMIT_QUOTA_LEASE_MS (1 s): new
 # rules reach every request once the leases granted under the old ones have ended.
 QUOTA_LEASE_SECONDS = 2.0
-# Set-up (the platform may have to start: Keycloak takes a minute), the HTTP runs, the
-# WebSocket runs (an overloaded one waits 10 s for answers and up to SETTLE_SECONDS).
+# Set-up (the platform may have to start: Keycloak takes a minute), the closed-loop HTTP
+# runs, the half-of-peak runs (the last requests may take vegeta's timeout), the WebSocket
+# runs (an overloaded one waits 10 s for answers and up to SETTLE_SECONDS).
 BUDGET_SECONDS = (
     240.0
     + RUNS * 3 * 2 * (WARMUP_SECONDS + SECONDS + 6)
-    + len(WS_RATES) * 2 * (WS_WARMUP_SECONDS + WS_SECONDS + 20)
+    + RUNS * 2 * (WARMUP_SECONDS + SECONDS + TIMEOUT_SECONDS + 4)
+    + (len(WS_RATES) * 2 + max(0, WS_RUNS - 1)) * (WS_WARMUP_SECONDS + WS_SECONDS + 20)
 )
 
+K = TypeVar("K", int, str)
 T = TypeVar("T", int, float)
 SCRIPT = Path(__file__).resolve().parent / "platform.lua"
 GATEHOUSE, BASELINE = "Gatehouse", "baseline"
@@ -129,8 +144,16 @@ SCENARIOS = (
     Scenario("cache_miss", "cache miss: GET authors never read", "walk", 2.0),
     Scenario("write_mix", "write mix: 90 % GET, 10 % PUT", "mix", 1.5),
 )
-WS_P99_MS = 25.0  # target: WebSocket GET_AUTHOR p99 at WS_TARGET_RATE messages a second
+# Target: cache-hit p99 under HALF_PEAK_P99_MS, open loop at HALF_PEAK_SHARE of the same
+# system's cache-hit requests/s, every response 2xx.
+HALF_PEAK_KEY, HALF_PEAK_TITLE = "cache_hit_half_peak", "cache hit at half of peak: GET one author"
+HALF_PEAK_SHARE = 0.5
+HALF_PEAK_P99_MS = 20.0
+# Target: WebSocket GET_AUTHOR p99 under WS_P99_MS at WS_TARGET_RATE messages a second in
+# each of WS_TARGET_RUNS consecutive runs, every message answered OK.
+WS_P99_MS = 25.0
 WS_TARGET_RATE = 1000.0
+WS_TARGET_RUNS = 10
 
 
 @dataclass
@@ -162,6 +185,11 @@ class Run:
     load_generator_seconds: float
     notes: list[str] = field(default_factory=list)
     cache_lookups: dict[str, float] = field(default_factory=dict)
+    # HTTP: responses by status (0: requests that got none).
+    statuses: dict[int, int] = field(default_factory=dict)
+    # Open loop: the rate asked for, and the rate the requests went out at.
+    offered_rate: float | None = None
+    sent_rate: float | None = None
 
     @property
     def rate(self) -> float:
@@ -179,6 +207,9 @@ class Run:
             "requests": self.requests,
             "seconds": round(self.seconds, 3),
             "per_second": round(self.rate, 1),
+            "offered_per_second": self.offered_rate,
+            "sent_per_second": round(self.sent_rate, 1) if self.sent_rate is not None else None,
+            "statuses": self.statuses,
             "p50_ms": self.quantiles_ms.get(50.0),
             "p99_ms": self.quantiles_ms.get(99.0),
             "p99_9_ms": self.quantiles_ms.get(99.9),
@@ -426,6 +457,7 @@ async def _http_run(
         cpu_seconds={name: after[name] - before[name] for name in watched},
         load_generator_seconds=report.cpu_seconds,
         cache_lookups=lookups,
+        statuses=report.statuses,
     )
     if warmup.failures:
         run.errors.update({f"warm-up {k}": n for k, n in warmup.failures.items()})
@@ -433,6 +465,43 @@ async def _http_run(
         count = len((await asyncio.to_thread(ids.read_text)).split())
         if report.requests > count:
             run.notes.append(f"{report.requests} requests for {count} ids: some read twice")
+    return run
+
+
+async def _half_peak_run(
+    system: System,
+    author_id: int,
+    rate: float,
+    token: str,
+    watched: dict[str, tuple[int, bool]],
+) -> Run:
+    """The cache-hit request at `rate` requests a second, open loop from vegeta: a warm-up
+    at that rate, then one measured run."""
+    url = f"{system.web_url}/authors/{author_id}"
+    # Go's HTTP client would otherwise ask for gzip, which wrk's requests do not.
+    headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
+    warmup = await run_vegeta(url, headers=headers, rate=rate, seconds=WARMUP_SECONDS)
+    lookups = await _cache_lookups(system.gateway_metrics)
+    before = _cpu(watched, ProcessTable.read())
+    report = await run_vegeta(url, headers=headers, rate=rate, seconds=SECONDS)
+    after = _cpu(watched, ProcessTable.read())
+    lookups = _lookups_between(lookups, await _cache_lookups(system.gateway_metrics))
+    run = Run(
+        system=system.name,
+        scenario=HALF_PEAK_KEY,
+        requests=report.requests,
+        seconds=report.seconds,
+        quantiles_ms=report.quantiles_ms,
+        errors=report.failures,
+        cpu_seconds={name: after[name] - before[name] for name in watched},
+        load_generator_seconds=report.cpu_seconds,
+        cache_lookups=lookups,
+        statuses=report.statuses,
+        offered_rate=round(rate, 1),
+        sent_rate=report.sent_per_second,
+    )
+    if warmup.failures:
+        run.errors.update({f"warm-up {k}": n for k, n in warmup.failures.items()})
     return run
 
 
@@ -499,6 +568,7 @@ async def _ws_run(
         scenario=f"ws_{rate:.0f}",
         # CPU per message counts every message sent, warm-up included.
         requests=len(req_ids),
+        offered_rate=rate,
         seconds=WS_WARMUP_SECONDS + WS_SECONDS,
         quantiles_ms={q: measured.quantile_ms(q) or 0.0 for q in (50.0, 99.0, 99.9)},
         errors=errors,
@@ -524,8 +594,12 @@ def _aggregate(runs: list[Run], system: System) -> dict[str, Any]:
         q: _median([r.quantiles_ms.get(q, float("nan")) for r in runs])
         for q in runs[0].quantiles_ms
     }
+    offered = [r.offered_rate for r in runs if r.offered_rate is not None]
+    sent = [r.sent_rate for r in runs if r.sent_rate is not None]
     return {
         "per_second": _median([r.rate for r in runs]),
+        "offered_per_second": _median(offered) if offered else None,
+        "sent_per_second": _median(sent) if sent else None,
         "p50_ms": quantiles.get(50.0),
         "p99_ms": quantiles.get(99.0),
         "p99_9_ms": quantiles.get(99.9),
@@ -536,13 +610,14 @@ def _aggregate(runs: list[Run], system: System) -> dict[str, Any]:
             [r.load_generator_seconds / max(r.requests, 1) * 1e6 for r in runs]
         ),
         "errors": _summed([r.errors for r in runs]),
+        "statuses": _summed([r.statuses for r in runs]),
         "edge_cache_lookups": _summed([r.cache_lookups for r in runs]),
         "runs": len(runs),
     }
 
 
-def _summed(maps: list[dict[str, T]]) -> dict[str, T]:
-    total: dict[str, T] = {}
+def _summed(maps: list[dict[K, T]]) -> dict[K, T]:
+    total: dict[K, T] = {}
     for each in maps:
         for key, n in each.items():
             total[key] = total.get(key, 0) + n
@@ -568,7 +643,12 @@ def _ratio(value: float | None, baseline: float | None) -> float | None:
     return round(value / baseline, 3)
 
 
-def _print_table(title: str, figures: dict[str, dict[str, Any]], rate: str = "requests/s") -> None:
+def _print_table(
+    title: str,
+    figures: dict[str, dict[str, Any]],
+    targets: list[Figure],
+    rate: str = "requests/s",
+) -> None:
     g, b = figures[GATEHOUSE], figures[BASELINE]
     print(f"\n{title}")
     print(f"  {'':34} {GATEHOUSE:>12} {BASELINE:>12} {'ratio':>8}")
@@ -580,6 +660,10 @@ def _print_table(title: str, figures: dict[str, dict[str, Any]], rate: str = "re
         print(f"  {label:34} {xs} {ys} {ratio if ratio is not None else '-':>8}")
 
     row(rate, g["per_second"], b["per_second"])
+    if g["offered_per_second"] is not None:
+        row("  offered (open loop)", g["offered_per_second"], b["offered_per_second"])
+    if g["sent_per_second"] is not None:
+        row("  sent", g["sent_per_second"], b["sent_per_second"])
     for key, label in (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("p99_9_ms", "p99.9 ms")):
         row(label, g[key], b[key], "{:12.2f}")
     row("CPU µs/request, all processes", g["cpu_us_total"], b["cpu_us_total"])
@@ -590,6 +674,8 @@ def _print_table(title: str, figures: dict[str, dict[str, Any]], rate: str = "re
     for system, f in ((GATEHOUSE, g), (BASELINE, b)):
         if f["errors"]:
             print(f"  FAILED {system}: {f['errors']}")
+    for figure in targets:
+        print(f"  {figure.name}: {figure.target}: {'met' if figure.met else 'NOT met'}")
 
 
 async def run() -> dict[str, Any]:
@@ -707,27 +793,90 @@ async def _run_on_platform() -> dict[str, Any]:
                     name_tag = f"{tag}-put-{system.name.lower()}-{rep}"
                     one = await _http_run(system, scenario, ids, hot, name_tag, token, watched)
                     runs.append(one)
+                    _print_run(rep, one)
                     if scenario.mode == "hot":
                         hit_rate[system.name] = one.rate
-                    failed = f"; FAILED: {one.errors}" if one.errors else ""
-                    print(
-                        f"  run {rep + 1} {scenario.key} {system.name}: {one.rate:.0f}/s, "
-                        f"p99 {one.quantiles_ms.get(99.0)} ms{failed}",
-                        flush=True,
-                    )
+                        half = await _half_peak_run(
+                            system, hot_id, one.rate * HALF_PEAK_SHARE, token, watched
+                        )
+                        runs.append(half)
+                        _print_run(rep, half)
         for rate in WS_RATES:
             for system in systems.values():
-                token = await asyncio.to_thread(platform.token, "admin")
-                one, measured = await _ws_run(system, rate, hot_id, token, watched, audit)
-                ws.append((one, measured))
-                failed = f"; FAILED: {one.errors}" if one.errors else ""
-                print(
-                    f"  ws {rate:.0f}/s {system.name}: p99 {one.quantiles_ms[99.0]:.1f} ms{failed}",
-                    flush=True,
-                )
-                await _settle(system.processes)
+                consecutive = WS_RUNS if system.name == GATEHOUSE and rate == WS_TARGET_RATE else 1
+                for _ in range(consecutive):
+                    token = await asyncio.to_thread(platform.token, "admin")
+                    one, measured = await _ws_run(system, rate, hot_id, token, watched, audit)
+                    ws.append((one, measured))
+                    failed = f"; FAILED: {one.errors}" if one.errors else ""
+                    p99 = one.quantiles_ms[99.0]
+                    print(f"  ws {rate:.0f}/s {system.name}: p99 {p99:.1f} ms{failed}", flush=True)
+                    await _settle(system.processes)
     replicas = {p: platform.replicas(p) for p in ("gateway", "authors", "audit", "ratelimit")}
     return _report(systems, runs, ws, replicas)
+
+
+def _print_run(rep: int, one: Run) -> None:
+    failed = f"; FAILED: {one.errors}" if one.errors else ""
+    offered = f" (offered {one.offered_rate:.0f}/s)" if one.offered_rate is not None else ""
+    print(
+        f"  run {rep + 1} {one.scenario} {one.system}: {one.rate:.0f}/s{offered}, "
+        f"p99 {one.quantiles_ms.get(99.0)} ms{failed}",
+        flush=True,
+    )
+
+
+def _ws_met(run: Run) -> bool:
+    """Whether a WebSocket run met the p99 target, every message answered OK."""
+    return not run.errors and run.quantiles_ms[99.0] < WS_P99_MS
+
+
+def _half_peak_figure(figures_of: dict[str, dict[str, Any]]) -> Figure:
+    g, b = figures_of[GATEHOUSE], figures_of[BASELINE]
+    return Figure(
+        name=f"{HALF_PEAK_TITLE}: p99 (open loop)",
+        value=round(g["p99_ms"], 3),
+        unit="ms",
+        baseline="in-process baseline behind the same Traefik, at half of its own peak",
+        baseline_value=round(b["p99_ms"], 3),
+        target=(
+            f"< {HALF_PEAK_P99_MS:.0f} ms at {HALF_PEAK_SHARE} x the same system's cache-hit "
+            "requests/s, every response 2xx"
+        ),
+        met=not g["errors"] and g["p99_ms"] < HALF_PEAK_P99_MS,
+    )
+
+
+def _ws_target(
+    title: str, baseline: dict[str, Any], consecutive: list[Run]
+) -> tuple[Figure, dict[str, Any]]:
+    """The figure of the WebSocket target from Gatehouse's consecutive runs at
+    WS_TARGET_RATE, and what each of them measured."""
+    p99 = [r.quantiles_ms[99.0] for r in consecutive]
+    met = sum(1 for r in consecutive if _ws_met(r))
+    figure = Figure(
+        name=(
+            f"{title}: p99 (open loop), worst of {len(consecutive)} consecutive run(s), "
+            f"{met} under {WS_P99_MS:.0f} ms"
+        ),
+        value=round(max(p99), 3),
+        unit="ms",
+        baseline="in-process baseline behind the same Traefik, one run",
+        baseline_value=round(baseline["p99_ms"], 3),
+        target=(
+            f"< {WS_P99_MS:.0f} ms in each of {WS_TARGET_RUNS} consecutive runs, every "
+            "message answered with status_code 0 (OK)"
+        ),
+        met=len(consecutive) >= WS_TARGET_RUNS and met == len(consecutive),
+    )
+    record = {
+        "runs": len(consecutive),
+        "met": met,
+        "needed": WS_TARGET_RUNS,
+        "p99_ms": [round(x, 3) for x in p99],
+        "errors": [r.errors for r in consecutive],
+    }
+    return figure, record
 
 
 def _report(
@@ -740,19 +889,42 @@ def _report(
     figures: list[Figure] = []
     measurements: list[Measurement] = []
     cpu_plot: dict[str, dict[str, dict[str, float]]] = {}
+
+    def both(key: str, title: str, mine: list[Run]) -> dict[str, dict[str, Any]]:
+        """Each system's figures over its runs of `key`, kept for the result and the plot."""
+        figures_of = {
+            name: _aggregate([r for r in mine if r.system == name and r.scenario == key], system)
+            for name, system in systems.items()
+        }
+        g, b = figures_of[GATEHOUSE], figures_of[BASELINE]
+        scenarios[key] = {
+            "title": title,
+            GATEHOUSE: g,
+            BASELINE: b,
+            "ratio": {
+                k: _ratio(g[k], b[k])
+                for k in ("per_second", "p50_ms", "p99_ms", "p99_9_ms", "cpu_us_total")
+            },
+        }
+        cpu_plot[title] = {GATEHOUSE: g["cpu_us_per_request"], BASELINE: b["cpu_us_per_request"]}
+        return figures_of
+
+    def http(key: str, title: str) -> dict[str, dict[str, Any]]:
+        figures_of = both(key, title, runs)
+        for name in systems:
+            mine = [r for r in runs if r.system == name and r.scenario == key]
+            measurements.append(_measurement(f"{name}: {title}", figures_of[name], mine))
+        return figures_of
+
     clean = "every response 2xx, no socket error, in both systems"
     for scenario in SCENARIOS:
-        figures_of: dict[str, dict[str, Any]] = {}
-        for name, system in systems.items():
-            mine = [r for r in runs if r.system == name and r.scenario == scenario.key]
-            figures_of[name] = _aggregate(mine, system)
-            measurements.append(_measurement(f"{name}: {scenario.title}", figures_of[name], mine))
+        figures_of = http(scenario.key, scenario.title)
         g, b = figures_of[GATEHOUSE], figures_of[BASELINE]
         ok = not g["errors"] and not b["errors"]
         rate_ratio = _ratio(g["per_second"], b["per_second"])
         cpu_ratio = _ratio(g["cpu_us_total"], b["cpu_us_total"])
         rate_min = scenario.rate_ratio_min
-        figures += [
+        targets = [
             Figure(
                 name=f"{scenario.title}: requests/s",
                 value=round(g["per_second"], 1),
@@ -772,58 +944,41 @@ def _report(
                 met=ok and cpu_ratio is not None and cpu_ratio <= scenario.cpu_ratio_max,
             ),
         ]
-        scenarios[scenario.key] = {
-            "title": scenario.title,
-            GATEHOUSE: g,
-            BASELINE: b,
-            "ratio": {
-                key: _ratio(g[key], b[key])
-                for key in ("per_second", "p50_ms", "p99_ms", "p99_9_ms", "cpu_us_total")
-            },
-        }
-        cpu_plot[scenario.title] = {
-            GATEHOUSE: g["cpu_us_per_request"],
-            BASELINE: b["cpu_us_per_request"],
-        }
-        _print_table(scenario.title, figures_of)
+        figures += targets
+        _print_table(scenario.title, figures_of, targets)
+        if scenario.key == "cache_hit":
+            half = http(HALF_PEAK_KEY, HALF_PEAK_TITLE)
+            figure = _half_peak_figure(half)
+            figures.append(figure)
+            _print_table(HALF_PEAK_TITLE, half, [figure], "requests/s answered")
     for rate in WS_RATES:
         key = f"ws_{rate:.0f}"
         title = f"WebSocket: GET_AUTHOR at {rate:.0f} msg/s"
-        figures_of = {}
+        figures_of = both(key, title, [r for r, _ in ws])
         for name, system in systems.items():
-            mine = [r for r, _ in ws if r.system == name and r.scenario == key]
-            figures_of[name] = _aggregate(mine, system)
-            for r, measured in ws:
-                if r.system == name and r.scenario == key:
-                    measured.name = f"{name}: {title}"
-                    measured.cpu_seconds = figures_of[name]["cpu_us_total"] * measured.calls / 1e6
-                    measurements.append(measured)
+            mine = [(r, m) for r, m in ws if r.system == name and r.scenario == key]
+            for i, (r, measured) in enumerate(mine, 1):
+                measured.name = f"{name}: {title}" + (f" (run {i})" if len(mine) > 1 else "")
+                # Per message sent, warm-up included, as the run's CPU figures count.
+                cpu_us = sum(r.cpu_us(system.processes).values())
+                measured.cpu_seconds = cpu_us * measured.calls / 1e6
+                measurements.append(measured)
         g, b = figures_of[GATEHOUSE], figures_of[BASELINE]
-        figures.append(
-            Figure(
+        if rate == WS_TARGET_RATE:
+            consecutive = [r for r, _ in ws if r.system == GATEHOUSE and r.scenario == key]
+            figure, scenarios[key]["target_runs"] = _ws_target(title, b, consecutive)
+        else:
+            figure = Figure(
                 name=f"{title}: p99 (open loop)",
                 value=round(g["p99_ms"], 3),
                 unit="ms",
                 baseline="in-process baseline behind the same Traefik",
                 baseline_value=round(b["p99_ms"], 3),
-                target=(
-                    f"< {WS_P99_MS:.0f} ms, every message answered with status_code 0 (OK)"
-                    if rate == WS_TARGET_RATE
-                    else "every message answered with status_code 0 (OK)"
-                ),
-                met=not g["errors"] and (rate != WS_TARGET_RATE or g["p99_ms"] < WS_P99_MS),
+                target="every message answered with status_code 0 (OK)",
+                met=not g["errors"],
             )
-        )
-        scenarios[key] = {
-            "title": title,
-            GATEHOUSE: g,
-            BASELINE: b,
-            "ratio": {
-                k: _ratio(g[k], b[k]) for k in ("p50_ms", "p99_ms", "p99_9_ms", "cpu_us_total")
-            },
-        }
-        cpu_plot[title] = {GATEHOUSE: g["cpu_us_per_request"], BASELINE: b["cpu_us_per_request"]}
-        _print_table(title, figures_of, "messages/s sent")
+        figures.append(figure)
+        _print_table(title, figures_of, [figure], "messages/s sent")
     return write_result(
         "platform",
         figures,
@@ -836,7 +991,9 @@ def _report(
             "seconds": SECONDS,
             "connections": CONNECTIONS,
             "warmup_seconds": WARMUP_SECONDS,
+            "half_peak_share": HALF_PEAK_SHARE,
             "ws_rates": list(WS_RATES),
+            "ws_runs_at_target_rate": WS_RUNS,
             "ws_clients": CLIENTS,
             "ws_seconds": WS_SECONDS,
             "mix_authors": MIX_AUTHORS,
@@ -845,6 +1002,7 @@ def _report(
         },
         load_generator={
             "http": "wrk (closed loop, 1 thread), benchmarks/platform.lua",
+            "http_half_peak": VEGETA,
             "websocket": "bench_gateway_ws._round_trips (raw asyncio client, open loop)",
         },
         command="uv run python -m benchmarks platform",
