@@ -24,6 +24,8 @@ export UV_PYTHON_DOWNLOADS=never
 # (PYTHONDONTWRITEBYTECODE), and every process would then compile its imports anew
 # (the gateway: 1.4 s of start-up CPU instead of 0.6 s).
 ticking "installing the Python workspace" uv sync --frozen --quiet --compile-bytecode
+# Debian's Docker engine when none answers (as root), and the Compose CLI plugin.
+bash scripts/docker-engine.sh install
 bash scripts/install-traefik.sh >/dev/null
 bash scripts/install-keycloak.sh >/dev/null
 bash scripts/install-buf.sh >/dev/null

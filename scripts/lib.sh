@@ -69,3 +69,27 @@ go_tool() {
   fi
   echo "$dir/$name"
 }
+# Fails with what to do when `docker compose` or a Docker engine is missing.
+docker_ready() {
+  if ! docker compose version >/dev/null 2>&1; then
+    log "the Compose v2 CLI is not installed as a Docker CLI plugin (\`docker compose\` fails):" \
+      "bash scripts/docker-engine.sh install links the one of the project's Python dependencies"
+    return 1
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    log "no Docker engine answers${DOCKER_HOST:+ at $DOCKER_HOST}: bash scripts/docker-engine.sh start"
+    return 1
+  fi
+}
+# The realm's development users, as `make run` and `make compose-up` print them.
+print_dev_users() {
+  cat <<TEXT
+
+Development users (realm gatehouse, client gatehouse-web; passwords are for development only):
+  admin    admin-dev-password     every role
+  editor   editor-dev-password    get-authors create-author update-author delete-author
+  viewer   viewer-dev-password    get-authors
+  auditor  auditor-dev-password   view-audit-logs
+  nobody   nobody-dev-password    no role
+TEXT
+}

@@ -63,14 +63,8 @@ Gatehouse is running ($GATEWAY_REPLICAS gateway, $AUTHORS_REPLICAS authors, $AUD
   Alertmanager        http://127.0.0.1:9093
   alert receiver      http://127.0.0.1:9095/notifications
   logs                $GATEHOUSE_STATE/logs
-
-Development users (realm gatehouse, client gatehouse-web; passwords are for development only):
-  admin    admin-dev-password     every role
-  editor   editor-dev-password    get-authors create-author update-author delete-author
-  viewer   viewer-dev-password    get-authors
-  auditor  auditor-dev-password   view-audit-logs
-  nobody   nobody-dev-password    no role
 TEXT
+  print_dev_users
 }
 
 # One start or stop at a time (several test sessions may ask for the stack at once).

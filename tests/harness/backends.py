@@ -1,15 +1,17 @@
 """How tests reach real PostgreSQL and Redis.
 
 In order: URLs given in the environment (`GATEHOUSE_TEST_POSTGRES_URL`,
-`GATEHOUSE_TEST_REDIS_URL`); testcontainers when a Docker engine answers; else the
-native processes that scripts/postgres.sh and scripts/redis.sh install and start.
+`GATEHOUSE_TEST_REDIS_URL`); containers started by testcontainers when
+`GATEHOUSE_TEST_BACKENDS=testcontainers` (a Docker engine must answer; the images are
+those docker-compose.yml runs, see tests/harness/containers.py); else (the default,
+`GATEHOUSE_TEST_BACKENDS=native`) the native processes that scripts/postgres.sh and
+scripts/redis.sh install and start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,17 +22,15 @@ NATIVE_POSTGRES_URL = "postgresql://gatehouse:gatehouse@127.0.0.1:5432/postgres"
 NATIVE_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def docker_answers() -> bool:
-    """True when a Docker engine (not just the client) is reachable."""
-    if shutil.which("docker") is None:
-        return False
-    probe = subprocess.run(
-        ["docker", "info", "--format", "{{.ServerVersion}}"],
-        capture_output=True,
-        timeout=15,
-        check=False,
-    )
-    return probe.returncode == 0
+BACKEND_MODES = ("native", "testcontainers")
+
+
+def backends_mode() -> str:
+    """`GATEHOUSE_TEST_BACKENDS`: `native` (default) or `testcontainers`."""
+    mode = os.environ.get("GATEHOUSE_TEST_BACKENDS", "native")
+    if mode not in BACKEND_MODES:
+        raise ValueError(f"GATEHOUSE_TEST_BACKENDS={mode!r}: expected one of {BACKEND_MODES}")
+    return mode
 
 
 def run_script(name: str, *args: str) -> None:
@@ -62,10 +62,13 @@ def postgres_backend() -> Iterator[Backend]:
     """A PostgreSQL superuser URL (database `postgres`) for the test session."""
     if url := os.environ.get("GATEHOUSE_TEST_POSTGRES_URL"):
         yield Backend(url)
-    elif docker_answers():
-        from testcontainers.postgres import PostgresContainer
+    elif backends_mode() == "testcontainers":
+        from testcontainers.community.postgres import PostgresContainer
 
-        with PostgresContainer("postgres:15", driver=None) as pg:
+        from tests.harness import containers
+
+        pg = PostgresContainer(containers.service_image("postgres"), driver=None)
+        with containers.started(pg):
             yield Backend(pg.get_connection_url())
     else:
         run_script("postgres.sh", "start")
@@ -77,12 +80,15 @@ def redis_backend() -> Iterator[Backend]:
     """A Redis URL for the test session."""
     if url := os.environ.get("GATEHOUSE_TEST_REDIS_URL"):
         yield Backend(url)
-    elif docker_answers():
-        from testcontainers.redis import RedisContainer
+    elif backends_mode() == "testcontainers":
+        from testcontainers.community.redis import RedisContainer
 
-        with RedisContainer("redis:7") as container:
-            host = container.get_container_host_ip()
-            port = container.get_exposed_port(6379)
+        from tests.harness import containers
+
+        redis = RedisContainer(containers.service_image("redis"))
+        with containers.started(redis):
+            host = redis.get_container_host_ip()
+            port = redis.get_exposed_port(6379)
             yield Backend(f"redis://{host}:{port}/0")
     else:
         run_script("redis.sh", "start")

@@ -6,10 +6,16 @@ In order:
    host on the standard ports and may be given too: `GATEHOUSE_STACK_HTTPS_URL`,
    `GATEHOUSE_STACK_GRPC_TARGET`, `GATEHOUSE_STACK_METRICS_URL`,
    `GATEHOUSE_STACK_DASHBOARD_URL`, `GATEHOUSE_STACK_PROMETHEUS_URL`,
-   `GATEHOUSE_STACK_ALERTMANAGER_URL`, `GATEHOUSE_STACK_ALERT_RECEIVER_URL`.
-2. docker compose (testcontainers) on docker-compose.yml when a Docker engine answers.
-3. The native stack of `make run`: `bash scripts/run.sh up -d`, which reuses a stack
-   that is already running and returns once every process answers.
+   `GATEHOUSE_STACK_ALERTMANAGER_URL`, `GATEHOUSE_STACK_ALERT_RECEIVER_URL`,
+   `GATEHOUSE_STACK_KEYCLOAK_DIRECT_URL` (Keycloak's own port).
+2. With `GATEHOUSE_TEST_STACK=compose`, the compose stack of docker-compose.yml:
+   `bash scripts/compose.sh up` (the images of `make images`, every container healthy),
+   on its own published ports (the native ones + 10000 by default), so that it never
+   meets a native stack on this machine; removed with its networks and volumes
+   (`scripts/compose.sh down`) at the end of the session.
+3. Else (`GATEHOUSE_TEST_STACK=native`, the default) the native stack of `make run`:
+   `bash scripts/run.sh up -d`, which reuses a stack that is already running and returns
+   once every process answers.
 A native stack started here runs two replicas of every service (`*_REPLICAS`, default 2
 here) so that replica, rolling-restart and chaos tests see the production shape, and the
 gateway with a small audit buffer (`GATEWAY_AUDIT_BUFFER_CAPACITY`, default 1000 here) so
@@ -32,12 +38,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.harness.backends import REPO, docker_answers
+from tests.harness.backends import REPO
 
 REALM = "gatehouse"
 CLIENT_ID = "gatehouse-web"
-# Keycloak's issuer is pinned to the public URL, whichever way a token is fetched.
-ISSUER = f"http://localhost:8080/auth/realms/{REALM}"
 NATIVE_STATE = Path(os.environ.get("GATEHOUSE_STATE", str(Path.home() / ".local/state/gatehouse")))
 TEST_AUDIT_BUFFER_CAPACITY = "1000"
 TEST_REPLICAS = "2"
@@ -70,6 +74,7 @@ class Stack:
     prometheus_url: str
     alertmanager_url: str
     alert_receiver_url: str
+    keycloak_direct_url: str
     native: bool
     state_dir: Path | None = None
 
@@ -85,6 +90,11 @@ class Stack:
             counts = dict(line.split("=", 1) for line in recorded if "=" in line)
             return int(counts[key])
         return int(os.environ.get(key, "1"))
+
+    @property
+    def issuer(self) -> str:
+        """The realm's issuer: pinned to the public URL, whichever way a token is fetched."""
+        return f"{self.web_url}/auth/realms/{REALM}"
 
     @property
     def keycloak_url(self) -> str:
@@ -172,6 +182,7 @@ def stack_from_env(web_url: str) -> Stack:
         prometheus_url=env("GATEHOUSE_STACK_PROMETHEUS_URL", f"http://{host}:9090"),
         alertmanager_url=env("GATEHOUSE_STACK_ALERTMANAGER_URL", f"http://{host}:9093"),
         alert_receiver_url=env("GATEHOUSE_STACK_ALERT_RECEIVER_URL", f"http://{host}:9095"),
+        keycloak_direct_url=env("GATEHOUSE_STACK_KEYCLOAK_DIRECT_URL", f"http://{host}:8180"),
         native=False,
     )
 
@@ -187,6 +198,7 @@ def local_stack(*, native: bool) -> Stack:
         prometheus_url="http://127.0.0.1:9090",
         alertmanager_url="http://127.0.0.1:9093",
         alert_receiver_url="http://127.0.0.1:9095",
+        keycloak_direct_url="http://127.0.0.1:8180",
         native=native,
         state_dir=NATIVE_STATE if native else None,
     )
@@ -232,20 +244,86 @@ def native_running() -> bool:
     return status.returncode == 0
 
 
+STACK_MODES = ("native", "compose")
+
+
+def stack_mode() -> str:
+    """`GATEHOUSE_TEST_STACK`: `native` (default) or `compose`."""
+    mode = os.environ.get("GATEHOUSE_TEST_STACK", "native")
+    if mode not in STACK_MODES:
+        raise ValueError(f"GATEHOUSE_TEST_STACK={mode!r}: expected one of {STACK_MODES}")
+    return mode
+
+
+def compose_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """`bash scripts/compose.sh ARGS` (what `make compose-up` and `compose-down` run)."""
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "compose.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+
+
+def compose_published(service: str, port: int) -> str:
+    """`localhost:PORT` where the compose stack publishes `service`'s container `port`."""
+    answer = compose_script("port", service, str(port))
+    if answer.returncode != 0:
+        raise RuntimeError(f"{service}:{port} is not published: {answer.stderr.strip()}")
+    return "localhost:" + answer.stdout.strip().rsplit(":", 1)[1]
+
+
+def compose_addresses() -> Stack:
+    """The running compose stack as the host reaches it."""
+    web = compose_published("traefik", 8080)
+    return Stack(
+        web_url=f"http://{web}",
+        https_url=f"https://{compose_published('traefik', 8443)}",
+        grpc_target=compose_published("traefik", 8081),
+        metrics_url=f"http://{compose_published('traefik', 8082)}",
+        dashboard_url=f"http://{compose_published('traefik', 8083)}",
+        prometheus_url=f"http://{compose_published('prometheus', 9090)}",
+        alertmanager_url=f"http://{compose_published('alertmanager', 9093)}",
+        alert_receiver_url=f"http://{compose_published('alertmanager', 9095)}",
+        keycloak_direct_url="http://"
+        + compose_published("keycloak", 8180).replace("localhost", "127.0.0.1"),
+        native=False,
+    )
+
+
+@contextlib.contextmanager
+def compose_stack() -> Iterator[Stack]:
+    """The compose stack, up for the session and then removed with all it made.
+
+    A failed start is reported with its own output; the teardown that follows it is
+    tried too, but its failure never hides the start's.
+    """
+    up = compose_script("up")
+    if up.returncode != 0:
+        down = compose_script("down")
+        after = "" if down.returncode == 0 else f"\n(teardown failed too: {down.stderr.strip()})"
+        raise RuntimeError(
+            f"scripts/compose.sh up failed (exit {up.returncode}):\n{up.stderr.strip()}{after}"
+        )
+    try:
+        stack = compose_addresses()
+        wait_until_routed(stack)
+        yield stack
+    finally:
+        down = compose_script("down")
+        if down.returncode != 0:
+            raise RuntimeError(f"scripts/compose.sh down failed: {down.stderr.strip()}")
+
+
 @contextlib.contextmanager
 def running_stack() -> Iterator[Stack]:
     """The session's platform, by the first of the three ways that applies."""
     if web_url := os.environ.get("GATEHOUSE_STACK_WEB_URL"):
         yield stack_from_env(web_url)
         return
-    if docker_answers():
-        from testcontainers.compose import DockerCompose
-
-        with DockerCompose(
-            str(REPO), compose_file_name="docker-compose.yml", build=True, wait=True
-        ):
-            stack = local_stack(native=False)
-            wait_until_routed(stack)
+    if stack_mode() == "compose":
+        with compose_stack() as stack:
             yield stack
         return
     started_here = not native_running()

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness.stack import CLIENT_ID, ISSUER, Stack
+from tests.harness.stack import CLIENT_ID, Stack
 
 # deploy/keycloak/gatehouse-realm.json, as docs/api.md and docs/operations.md list the users.
 ROLES = {
@@ -44,7 +44,7 @@ def test_viewer_gets_a_token_through_the_public_entrypoint(stack: Stack) -> None
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 300
     token = claims(body["access_token"])
-    assert token["iss"] == ISSUER
+    assert token["iss"] == stack.issuer
     assert token["azp"] == CLIENT_ID
     assert CLIENT_ID in ([token["aud"]] if isinstance(token["aud"], str) else token["aud"])
     assert token["preferred_username"] == "viewer"
@@ -68,12 +68,13 @@ def test_a_wrong_password_is_refused(stack: Stack) -> None:
 def test_the_issuer_is_the_same_when_keycloak_is_asked_directly(stack: Stack) -> None:
     # Keycloak's own port (published on loopback by docker compose too).
     direct = httpx.get(
-        "http://127.0.0.1:8180/auth/realms/gatehouse/.well-known/openid-configuration", timeout=10
+        f"{stack.keycloak_direct_url}/auth/realms/gatehouse/.well-known/openid-configuration",
+        timeout=10,
     ).json()
     public = httpx.get(
         f"{stack.keycloak_url}/realms/gatehouse/.well-known/openid-configuration", timeout=10
     ).json()
-    assert direct["issuer"] == public["issuer"] == ISSUER
+    assert direct["issuer"] == public["issuer"] == stack.issuer
     token = httpx.post(
         direct["token_endpoint"],
         data={
@@ -84,9 +85,9 @@ def test_the_issuer_is_the_same_when_keycloak_is_asked_directly(stack: Stack) ->
         },
         timeout=30,
     ).json()["access_token"]
-    assert claims(token)["iss"] == ISSUER
+    assert claims(token)["iss"] == stack.issuer
     # Back-channel endpoints follow the request, so services may fetch keys directly.
-    assert direct["jwks_uri"].startswith("http://127.0.0.1:8180/")
+    assert direct["jwks_uri"].startswith(f"{stack.keycloak_direct_url}/")
 
 
 def test_pkce_is_required_for_the_browser_flow(stack: Stack) -> None:
