@@ -16,9 +16,10 @@ run: bootstrap ## start the whole platform in the foreground; Ctrl-C stops it
 down: ## stop a detached platform
 	@bash scripts/run.sh down
 
-test: bootstrap ## run every test against the real programs (starts the platform if needed)
+test: bootstrap images ## run every test against the real programs: the native platform (started if needed), then the container runs
 	@uv run python scripts/protos.py --check
 	@uv run pytest --cov --cov-report=term
+	@$(CONTAINER_RUNS)
 
 # The public contract (HTTP, WebSocket, tokens, roles, metrics through the metrics
 # entrypoint) as the compose stack serves it: the tests that pass against `make run`'s
