@@ -13,7 +13,10 @@
 source "$(dirname "$0")/lib.sh"
 state="${GATEHOUSE_STATE:-$HOME/.local/state/gatehouse}/docker"
 plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
-compose_cli="$REPO_ROOT/${UV_PROJECT_ENVIRONMENT:-.venv}/bin/docker-compose"
+# The workspace's environment (UV_PROJECT_ENVIRONMENT, relative to the repository or absolute).
+venv="${UV_PROJECT_ENVIRONMENT:-.venv}"
+[[ $venv == /* ]] || venv="$REPO_ROOT/$venv"
+compose_cli="$venv/bin/docker-compose"
 
 answers() { docker info --format '{{.ServerVersion}}' >/dev/null 2>&1; }
 allowed() { [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; }
