@@ -475,8 +475,9 @@ async def _half_peak_run(
     token: str,
     watched: dict[str, tuple[int, bool]],
 ) -> Run:
-    """The cache-hit request at `rate` requests a second, open loop from vegeta: a warm-up
-    at that rate, then one measured run."""
+    """The cache-hit request at `rate` (rounded to whole) requests a second, open loop from
+    vegeta: a warm-up at that rate, then one measured run."""
+    rate = max(1, round(rate))
     url = f"{system.web_url}/authors/{author_id}"
     # Go's HTTP client would otherwise ask for gzip, which wrk's requests do not.
     headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
@@ -497,7 +498,7 @@ async def _half_peak_run(
         load_generator_seconds=report.cpu_seconds,
         cache_lookups=lookups,
         statuses=report.statuses,
-        offered_rate=round(rate, 1),
+        offered_rate=rate,
         sent_rate=report.sent_per_second,
     )
     if warmup.failures:
@@ -821,7 +822,7 @@ def _print_run(rep: int, one: Run) -> None:
     offered = f" (offered {one.offered_rate:.0f}/s)" if one.offered_rate is not None else ""
     print(
         f"  run {rep + 1} {one.scenario} {one.system}: {one.rate:.0f}/s{offered}, "
-        f"p99 {one.quantiles_ms.get(99.0)} ms{failed}",
+        f"p99 {one.quantiles_ms[99.0]:.2f} ms{failed}",
         flush=True,
     )
 
