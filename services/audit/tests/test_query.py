@@ -217,6 +217,11 @@ BAD_QUERIES: dict[str, tuple[dict[str, Any], str]] = {
         "cursor.cursor",
     ),
     "page zero": ({"offset": pagination_pb2.OffsetPage(page=0, per_page=10)}, "offset.page"),
+    # One row past the deepest offset (MAX_OFFSET): a deep page would scan the table.
+    "page too deep": (
+        {"offset": pagination_pb2.OffsetPage(page=100_000 // 50 + 2, per_page=50)},
+        "offset.page",
+    ),
     "per_page too big": (
         {"offset": pagination_pb2.OffsetPage(page=1, per_page=1001)},
         "offset.per_page",

@@ -21,6 +21,9 @@ from gatehouse_protos.audit.v1 import audit_pb2
 
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 1000
+# The deepest offset page: PostgreSQL walks every row it skips, so a deep page would
+# cost a scan of the table; the cursor reaches any depth at the cost of one page.
+MAX_OFFSET = 100_000
 _CURSOR_VERSION = 1
 
 
@@ -75,7 +78,19 @@ def parse_query(request: audit_pb2.QueryEventsRequest) -> EventQuery:
         per_page = _per_page(request.offset.per_page, "offset.per_page")
         if request.offset.page < 1:
             raise InvalidArgument("invalid page", [("offset.page", "must be at least 1")])
-        return EventQuery(flt, per_page, offset=(request.offset.page - 1) * per_page)
+        offset = (request.offset.page - 1) * per_page
+        if offset > MAX_OFFSET:
+            raise InvalidArgument(
+                "page too deep",
+                [
+                    (
+                        "offset.page",
+                        f"(page - 1) * per_page must be at most {MAX_OFFSET}; "
+                        "continue with the cursor",
+                    )
+                ],
+            )
+        return EventQuery(flt, per_page, offset=offset)
     return EventQuery(flt, DEFAULT_PER_PAGE)
 
 
