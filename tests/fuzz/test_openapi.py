@@ -18,7 +18,8 @@ Beside the document, raw HTTP/1.1 requests written byte by byte put what no sche
 describes where the document's requests cannot: NUL, invalid UTF-8 and encoded lone
 surrogates in paths, query strings, headers and bodies, and JSON bodies nested up to
 thousands of levels. None may be answered with a 5xx (a 502 from Traefik included: a
-request that broke its connection to a replica breaks the next one sent on it).
+request that broke its connection to a replica breaks the next one sent on it), and
+every answer of the gateway is accounted for in the audit log (`tests.fuzz.audit`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from schemathesis import GenerationMode, checks
 
 from gatehouse_gateway.app import create_app
 from gatehouse_gateway.settings import Settings
+from tests.fuzz.audit import AuditLedger
 from tests.harness.stack import Stack
 
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 10}
@@ -104,6 +106,8 @@ def test_operation_answers_as_documented(
 
 
 HOSTILE_CLIENT_IP = "198.51.100.99"
+# Health probes are not user actions: the gateway does not audit them (docs/api.md).
+PROBES = frozenset({b"/health", b"/health/live", b"/health/ready"})
 # Bytes no text should hold: NUL, a lone continuation byte, an overlong '/', a UTF-8
 # encoded lone surrogate, a code point beyond U+10FFFF, and anything else.
 HOSTILE_BYTES = st.lists(
@@ -194,18 +198,25 @@ def hostile_requests(draw: st.DrawFn, token: str) -> bytes:
     return method.encode() + b" " + path + b" HTTP/1.1\r\n" + head + b"\r\n" + body
 
 
-def exchange(url: str, request: bytes) -> bytes:
-    """Send `request` on a connection of its own; the status line of the answer."""
+def exchange(url: str, request: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """Send `request` on a connection of its own; the status line and the headers of the
+    answer (names in lower case)."""
     address = urlsplit(url)
     with socket.create_connection((address.hostname, address.port or 80), timeout=20) as conn:
         conn.sendall(request)
         answer = b""
-        while b"\r\n" not in answer:
+        while b"\r\n\r\n" not in answer:
             chunk = conn.recv(4096)
             if not chunk:
                 break
             answer += chunk
-    return answer.split(b"\r\n", 1)[0]
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers: dict[bytes, bytes] = {}
+    for line in rest.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return status_line, headers
 
 
 def test_hostile_bytes_in_paths_headers_and_bodies_never_get_a_5xx(
@@ -220,9 +231,15 @@ def test_hostile_bytes_in_paths_headers_and_bodies_never_get_a_5xx(
         suppress_health_check=list(HealthCheck),
     )
     def answered_below_500(request: bytes) -> None:
-        status_line = exchange(stack.web_url, request)
+        status_line, headers = exchange(stack.web_url, request)
         match = re.fullmatch(rb"HTTP/1\.[01] (\d{3})(?: .*)?", status_line)
         assert match is not None, f"{request[:160]!r} got no answer: {status_line!r}"
         assert int(match[1]) < 500, f"{request[:160]!r} -> {status_line!r}"
+        path = request.split(b" ", 2)[1].split(b"?", 1)[0]
+        # Answered by the gateway (not by Traefik itself), on a route it audits.
+        if b"x-request-id" in headers and path not in PROBES:
+            ledger.record(headers[b"x-request-id"].decode())
 
+    ledger = AuditLedger(stack)
     answered_below_500()
+    ledger.assert_accounted()

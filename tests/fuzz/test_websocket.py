@@ -10,7 +10,8 @@ protobuf groups. Each frame must get what docs/websocket.md promises: a response
 internal failure) that echoes a readable req_id, or a close frame with a documented code
 (1007 a text frame not UTF-8, 1008 repeated abuse, 1009 too big, 4001 a bad auth frame);
 a socket dropped without a close frame fails. A socket opened before the fuzzing still gets answers
-afterwards, and no gateway process restarted.
+afterwards, and no gateway process restarted. Every answered frame is accounted for in
+the audit log (`tests.fuzz.audit`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from websockets.sync.client import ClientConnection, connect
 from gatehouse_gateway import client_json
 from gatehouse_protos.websocket import websocket_pb2
 from tests.chaos.observe import supervised
+from tests.fuzz.audit import AuditLedger
 from tests.harness.stack import Stack
 
 # docs/websocket.md: text not UTF-8, policy violation (repeated abuse), message too big,
@@ -254,7 +256,7 @@ def admin_ws(stack: Stack, admin_token: str) -> Iterator[dict[str, Any]]:
     url = stack.web_url.replace("http", "ws", 1) + "/web"
     bystander = Socket(f"{url}?format=json", admin_token)
     bystander.open()
-    context = {"url": url, "token": admin_token, "bystander": bystander}
+    context = {"url": url, "token": admin_token, "bystander": bystander, "stack": stack}
     context["pids"] = {k: v for k, v in supervised(stack).items() if k.startswith("gateway")}
     yield context
     bystander.close()
@@ -290,14 +292,17 @@ def test_every_frame_gets_a_documented_answer(
                 assert code in DOCUMENTED_CLOSES, f"{frame!r:.120} closed the socket with {code}"
                 continue
             assert answer["status_code"] in ANSWERS, f"{frame!r:.120} -> {answer}"
+            ledger.record(answer["req_id"] or "")
             req_id = readable_req_id(frame)
             if req_id is not None and isinstance(frame, str) == (fmt == "json"):
                 assert answer["req_id"] == req_id, f"{frame!r:.120} -> {answer}"
 
+    ledger = AuditLedger(admin_ws["stack"])
     try:
         answered()
     finally:
         sock.close()
+    ledger.assert_accounted()
 
 
 def test_the_gateway_keeps_serving_others(stack: Stack, admin_ws: dict[str, Any]) -> None:
