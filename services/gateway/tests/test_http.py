@@ -87,23 +87,44 @@ async def test_audit_log_by_id_is_404_when_missing_for_auditors(
     assert refused.status_code == 403
 
 
+BARE_CHALLENGE = 'Bearer realm="gatehouse"'
+
+
 @pytest.mark.parametrize(
-    ("headers", "msg"),
+    ("headers", "msg", "challenge"),
     [
-        ({}, "missing bearer token"),
-        ({"Authorization": "Bearer nonsense"}, "malformed token"),
-        ({"Authorization": "Basic dXNlcjpwYXNz"}, "missing bearer token"),
+        # No credentials, or none of the Bearer scheme: the bare challenge (RFC 6750 3.1).
+        ({}, "missing bearer token", BARE_CHALLENGE),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "missing bearer token", BARE_CHALLENGE),
+        ({"Authorization": "Bearer "}, "missing bearer token", BARE_CHALLENGE),
+        # A token sent and refused: invalid_token, and why.
+        (
+            {"Authorization": "Bearer nonsense"},
+            "malformed token",
+            f'{BARE_CHALLENGE}, error="invalid_token", error_description="malformed token"',
+        ),
     ],
 )
 async def test_missing_or_bad_tokens_get_401_json_with_a_bearer_challenge(
-    gateway: httpx.AsyncClient, headers: dict[str, str], msg: str
+    gateway: httpx.AsyncClient, headers: dict[str, str], msg: str, challenge: str
 ) -> None:
     response = await gateway.get("/authors", headers=headers)
     assert response.status_code == 401
     assert response.json() == {
         "error": {"code": "authentication_failed", "msg": msg, "details": None}
     }
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.headers.get_list("www-authenticate") == [challenge]
+
+
+async def test_an_expired_token_is_an_invalid_token(
+    gateway: httpx.AsyncClient, realm: Realm
+) -> None:
+    expired = realm.token("viewer", lifetime=-60)
+    response = await gateway.get("/authors", headers={"Authorization": f"Bearer {expired}"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == (
+        f'{BARE_CHALLENGE}, error="invalid_token", error_description="token expired"'
+    )
 
 
 @pytest.mark.parametrize(
@@ -356,9 +377,19 @@ async def test_every_response_has_request_id_security_and_rate_limit_headers(
     ):
         assert header in response.headers
     assert int(response.headers["x-ratelimit-limit"]) == 100000
-    assert 0 < int(response.headers["x-ratelimit-remaining"]) < 100000
+    remaining = int(response.headers["x-ratelimit-remaining"])
+    assert 0 < remaining < 100000
     # A minute's window, and a granted hit counts from the end of its one-second lease.
-    assert 0 < int(response.headers["x-ratelimit-reset"]) <= 61
+    reset = int(response.headers["x-ratelimit-reset"])
+    assert 0 < reset <= 61
+    # The draft's fields name both rules of conftest.RULES, the tightest first; the
+    # legacy headers are the first one's.
+    assert response.headers.get_list("ratelimit-policy") == [
+        '"http_per_user";q=100000;w=60, "http_per_ip";q=200000;w=60'
+    ]
+    user, ip = response.headers["ratelimit"].split(", ")
+    assert user == f'"http_per_user";r={remaining};t={reset}'
+    assert re.fullmatch(r'"http_per_ip";r=\d+;t=\d+', ip)
     insane = await gateway.get("/health/live", headers={"X-Request-ID": "bad id\twith tab"})
     assert insane.headers["x-request-id"] != "bad id\twith tab"
     assert len(insane.headers["x-request-id"]) == 36

@@ -11,6 +11,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from prometheus_client import REGISTRY
 
+from gatehouse_gateway import ratelimiting
 from gatehouse_gateway.quota import QuotaUnavailable, giving_back
 from gatehouse_gateway.ratelimiting import LocalQuota
 from gatehouse_protos.ratelimit.v1 import ratelimit_pb2 as pb
@@ -90,7 +91,11 @@ class Service:
             window.reservations[reservation] = granted
         return pb.DescriptorQuota(
             granted_hits=granted,
-            current_limit=pb.RateLimit(requests_per_unit=window.limit, unit=pb.UNIT_MINUTE),
+            current_limit=pb.RateLimit(
+                name=f"per_{demand.descriptor.entries[0].key}",
+                requests_per_unit=window.limit,
+                unit=pb.UNIT_MINUTE,
+            ),
             limit_remaining=max(0, window.limit - window.used),
             duration_until_reset=duration(WINDOW if granted else 7.5),
             shadow_mode=window.shadow,
@@ -147,6 +152,8 @@ async def test_a_refill_of_nothing_refuses_and_the_refusal_is_remembered() -> No
     refused = await local.decide("http", "default", USER)
     assert not refused.allowed
     assert refused.headers() == {
+        "RateLimit-Policy": '"per_user";q=3;w=60',
+        "RateLimit": '"per_user";r=0;t=8',
         "X-RateLimit-Limit": "3",
         "X-RateLimit-Remaining": "0",
         "X-RateLimit-Reset": "8",
@@ -238,8 +245,12 @@ async def test_headers_report_the_enforced_rule_with_the_least_left() -> None:
     service.windows["u"].used = 90
     decision = await local.decide("http", "default", descriptors)
     assert decision.allowed
-    # The user has 10 left (the grant of 1 is spent); the shadow rule never reports.
+    # The user has 10 left (the grant of 1 is spent); the shadow rule never reports. The
+    # draft's fields name every enforced rule, the tightest first; the legacy headers are
+    # the tightest's.
     assert decision.headers() == {
+        "RateLimit-Policy": '"per_user";q=100;w=60, "per_remote_address";q=600;w=60',
+        "RateLimit": '"per_user";r=9;t=60, "per_remote_address";r=599;t=60',
         "X-RateLimit-Limit": "100",
         "X-RateLimit-Remaining": "9",
         "X-RateLimit-Reset": "60",
@@ -324,3 +335,22 @@ def test_a_grant_nobody_waited_for_is_given_back_whole() -> None:
         for d in back.demands
     ] == [("a", 0, "r1", 4)]
     assert giving_back(request, pb.QuotaGrant(id=7, quotas=[pb.DescriptorQuota()] * 3)) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "unit", "member"),
+    [
+        ("http_per_user", pb.UNIT_MINUTE, '"http_per_user";q=7;w=60'),
+        ("per_second", pb.UNIT_SECOND, '"per_second";q=7;w=1'),
+        ("daily", pb.UNIT_DAY, '"daily";q=7;w=86400'),
+        ("unknown unit", pb.UNIT_UNSPECIFIED, '"unknown unit";q=7'),
+        # A name is a structured-field String: quotes and backslashes escaped, and
+        # nothing but printable ASCII.
+        ('a"b\\c', pb.UNIT_HOUR, '"a\\"b\\\\c";q=7;w=3600'),
+        ("caf\u00e9\n", pb.UNIT_HOUR, '"caf??";q=7;w=3600'),
+    ],
+)
+def test_a_rules_policy_is_written_as_the_draft_defines_it(
+    name: str, unit: int, member: str
+) -> None:
+    assert ratelimiting._policy(name, 7, unit) == member

@@ -162,7 +162,14 @@ async def test_two_gateways_admit_at_most_the_limit_and_nearly_all_of_it(
         for response in refused:
             assert response.headers["x-ratelimit-limit"] == str(LIMIT)
             assert response.headers["x-ratelimit-remaining"] == "0"
-            assert 1 <= int(response.headers["retry-after"]) <= 61
+            retry_after = int(response.headers["retry-after"])
+            assert 1 <= retry_after <= 61
+            # The draft's fields name the rule that refused, with nothing left of it.
+            assert response.headers["ratelimit-policy"] == f'"http_per_user";q={LIMIT};w=60'
+            reset = response.headers["x-ratelimit-reset"]
+            assert response.headers["ratelimit"] == f'"http_per_user";r=0;t={reset}'
+            assert retry_after == max(1, int(reset))
+            assert len(response.headers.get_list("retry-after")) == 1
             assert response.json()["error"]["code"] == "rate_limit_exceeded"
         # The service heard far fewer requests than the gateways answered.
         asked = metric("gateway_rate_limit_refills_total", domain="http", result="granted")

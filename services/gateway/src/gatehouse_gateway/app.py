@@ -16,8 +16,11 @@ from gatehouse_gateway.context import GatewayContext
 from gatehouse_gateway.errors import install_error_handlers
 from gatehouse_gateway.http.author_reads import AuthorReads
 from gatehouse_gateway.http.client_ip import TrustedProxies
+from gatehouse_gateway.http.cors import Cors
 from gatehouse_gateway.http.dependencies import JsonBody
+from gatehouse_gateway.http.docs import install_docs
 from gatehouse_gateway.http.edge import EdgeMiddleware
+from gatehouse_gateway.http.methods import install_methods
 from gatehouse_gateway.http.routes import audit_logs, authors, health
 from gatehouse_gateway.settings import Settings
 from gatehouse_gateway.websocket import router as websocket_router
@@ -49,6 +52,7 @@ def create_app(settings: Settings, context: GatewayContext | None = None) -> Fas
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
         redoc_url=None,
     )
     install_error_handlers(app)
@@ -56,8 +60,13 @@ def create_app(settings: Settings, context: GatewayContext | None = None) -> Fas
     app.include_router(audit_logs.router)
     app.include_router(health.router)
     app.include_router(websocket_router)
-    # Starlette runs the middleware added last first: the edge, then the fast path.
+    install_docs(app)
+    install_methods(app)
+    # Starlette runs the middleware added last first: the edge, CORS (when some origin
+    # is allowed), then the fast path.
     app.add_middleware(AuthorReads, route=_route(app, "/authors/{id}", "GET"))
+    if settings.cors_origins:
+        app.add_middleware(Cors, settings=settings)
     app.add_middleware(
         EdgeMiddleware,
         trusted_proxies=TrustedProxies(settings.trusted_proxies),

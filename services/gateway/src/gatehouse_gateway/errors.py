@@ -120,13 +120,32 @@ class ApiError(Exception):
         return f"ApiError({self.status}, {self.code!s}, {self.msg!r})"
 
 
+# The protection space of every challenge: the Keycloak realm whose tokens are accepted.
+REALM = "gatehouse"
+_CHALLENGE = f'Bearer realm="{REALM}"'
+
+
+def authentication_required() -> ApiError:
+    """401 for a request that sent no bearer token (no `Authorization`, another scheme, or
+    an empty token): the bare challenge, with no error code (RFC 6750, section 3.1)."""
+    return ApiError(
+        401,
+        ErrorCode.AUTHENTICATION_FAILED,
+        "missing bearer token",
+        headers={"WWW-Authenticate": _CHALLENGE},
+    )
+
+
 def authentication_failed(msg: str) -> ApiError:
-    """401 with the challenge RFC 6750 asks for; `msg` never contains the token."""
+    """401 for a bearer token that was sent and refused: the challenge with
+    `error="invalid_token"` (RFC 6750, section 3.1); `msg` never contains the token."""
     return ApiError(
         401,
         ErrorCode.AUTHENTICATION_FAILED,
         msg,
-        headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{msg}"'},
+        headers={
+            "WWW-Authenticate": (f'{_CHALLENGE}, error="invalid_token", error_description="{msg}"')
+        },
     )
 
 

@@ -87,26 +87,48 @@ _KEEP_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
+class RuleQuota:
+    """Where one enforced rule stands for a request, as the headers tell it: `policy` is
+    its `RateLimit-Policy` member and `name` its identifier (both structured-field text,
+    made once per grant), `limit` its quota, `remaining` and `reset_seconds` what is left
+    of it and when its window next frees a slot."""
+
+    policy: str
+    name: str
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class RateDecision:
     """The verdict on one request, with what the client may know about its quota.
 
-    `limit`, `remaining` and `reset_seconds` describe the tightest matching rule; they
-    are None when no rule applies or the decision was taken without the service.
+    `rules` are the enforced rules the request counted against (refused: those that
+    refused it), the tightest first: the one with the least left, or, refused, the one
+    that frees a slot last. Empty when no rule applies or the decision was taken without
+    the service.
     """
 
     allowed: bool
-    limit: int | None = None
-    remaining: int | None = None
-    reset_seconds: float | None = None
+    rules: tuple[RuleQuota, ...] = ()
 
     def headers(self) -> dict[str, str]:
-        """`X-RateLimit-*` headers (and `Retry-After` when refused)."""
-        if self.limit is None:
+        """The headers of docs/api.md (Rate limits): `RateLimit-Policy` and `RateLimit`
+        (draft-ietf-httpapi-ratelimit-headers) of every rule, `X-RateLimit-*` of the
+        tightest (the replaced application's headers, kept for its clients), and
+        `Retry-After` when refused."""
+        if not self.rules:
             return {}
-        reset = math.ceil(self.reset_seconds or 0)
+        tightest = self.rules[0]
+        reset = math.ceil(tightest.reset_seconds)
         headers = {
-            "X-RateLimit-Limit": str(self.limit),
-            "X-RateLimit-Remaining": str(self.remaining or 0),
+            "RateLimit-Policy": ", ".join(r.policy for r in self.rules),
+            "RateLimit": ", ".join(
+                f"{r.name};r={r.remaining};t={math.ceil(r.reset_seconds)}" for r in self.rules
+            ),
+            "X-RateLimit-Limit": str(tightest.limit),
+            "X-RateLimit-Remaining": str(tightest.remaining),
             "X-RateLimit-Reset": str(reset),
         }
         if not self.allowed:
@@ -114,14 +136,40 @@ class RateDecision:
         return headers
 
     def error(self) -> ApiError:
-        """The 429 a refused request answers."""
+        """The 429 a refused request answers; its headers are `headers()`, which the
+        edge adds to the answer of every request that has a decision."""
+        reset = self.rules[0].reset_seconds if self.rules else 0.0
         return ApiError(
             429,
             ErrorCode.RATE_LIMIT_EXCEEDED,
             "rate limit exceeded",
-            details={"retry_after": max(math.ceil(self.reset_seconds or 0), 1)},
-            headers=self.headers(),
+            details={"retry_after": max(math.ceil(reset), 1)},
         )
+
+
+_WINDOW_SECONDS: dict[int, int] = {
+    ratelimit_pb2.UNIT_SECOND: 1,
+    ratelimit_pb2.UNIT_MINUTE: 60,
+    ratelimit_pb2.UNIT_HOUR: 3600,
+    ratelimit_pb2.UNIT_DAY: 86400,
+}
+
+
+@functools.cache
+def _sf_string(text: str) -> str:
+    """`text` as a structured-field String (RFC 9651): printable ASCII in quotes, with
+    `\\` and `"` escaped; any other character becomes `?`."""
+    printable = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@functools.cache
+def _policy(name: str, limit: int, unit: int) -> str:
+    """The `RateLimit-Policy` member of a rule: its name, quota `q` and window `w` in
+    seconds (omitted for a unit this gateway does not know)."""
+    window = _WINDOW_SECONDS.get(unit)
+    member = f"{_sf_string(name)};q={limit}"
+    return member if window is None else f"{member};w={window}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +200,16 @@ class _Bucket:
 
     Tokens may be spent until `expires`; `limit` is None when no rule limits the
     descriptor (or the grant came without Redis), and then nothing is counted here.
-    `remaining` and `reset_at` are the service's figures at the grant, for the headers.
+    `remaining` and `reset_at` are the service's figures at the grant, `policy` and
+    `name` the rule's in the headers' syntax.
     """
 
     __slots__ = (
         "descriptor",
         "expires",
         "limit",
+        "name",
+        "policy",
         "refill",
         "refused_until",
         "remaining",
@@ -174,6 +225,7 @@ class _Bucket:
         self.descriptor = descriptor
         self.expires = 0.0
         self.limit: int | None = None
+        self.policy = self.name = ""
         self.remaining = 0
         self.reset_at = 0.0
         self.refused_until = 0.0
@@ -225,7 +277,10 @@ class _Bucket:
         if fail_open or not quota.HasField("current_limit"):
             self.limit, self.shadow, self.tokens, self.reservation = None, False, 0, ""
             return
-        self.limit = quota.current_limit.requests_per_unit
+        rule = quota.current_limit
+        self.limit = rule.requests_per_unit
+        self.policy = _policy(rule.name, rule.requests_per_unit, rule.unit)
+        self.name = _sf_string(rule.name)
         self.shadow = quota.shadow_mode
         self.remaining = quota.limit_remaining
         self.reset_at = received + _seconds(quota.duration_until_reset)
@@ -236,28 +291,34 @@ class _Bucket:
             self.refused_until = min(self.reset_at, received + lease)
 
 
+def _rule(bucket: _Bucket, remaining: int, now: float) -> RuleQuota:
+    assert bucket.limit is not None
+    return RuleQuota(
+        policy=bucket.policy,
+        name=bucket.name,
+        limit=bucket.limit,
+        remaining=remaining,
+        reset_seconds=max(0.0, bucket.reset_at - now),
+    )
+
+
 def _admitted(buckets: Sequence[_Bucket], now: float) -> RateDecision:
-    """The headers of an admitted request: its enforced rule with the least left."""
+    """The headers of an admitted request: its enforced rules, the one with the least
+    left first."""
     limited = [b for b in buckets if b.limit is not None and not b.shadow]
     if not limited:
         return _UNLIMITED
-    tightest = min(limited, key=lambda b: (b.remaining + b.tokens, -b.reset_at))
+    limited.sort(key=lambda b: (b.remaining + b.tokens, -b.reset_at))
     return RateDecision(
-        allowed=True,
-        limit=tightest.limit,
-        remaining=tightest.remaining + tightest.tokens,
-        reset_seconds=max(0.0, tightest.reset_at - now),
+        allowed=True, rules=tuple(_rule(b, b.remaining + b.tokens, now) for b in limited)
     )
 
 
 def _refused(buckets: Sequence[_Bucket], now: float) -> RateDecision:
-    """The 429 of a request: the refusing rule that frees a slot last."""
-    tightest = max(buckets, key=lambda b: b.reset_at)
+    """The 429 of a request: its refusing rules, the one that frees a slot last first."""
+    ordered = sorted(buckets, key=lambda b: b.reset_at, reverse=True)
     return RateDecision(
-        allowed=False,
-        limit=tightest.limit,
-        remaining=0,
-        reset_seconds=max(0.0, tightest.reset_at - now),
+        allowed=False, rules=tuple(_rule(b, 0, now) for b in ordered if b.limit is not None)
     )
 
 

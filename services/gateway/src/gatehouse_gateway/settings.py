@@ -15,6 +15,10 @@ SAFE_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
+# The cross-origin callers the development profile allows unless told otherwise: a web
+# front-end's development server on this machine (Vite's default port).
+DEVELOPMENT_CORS_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173")
+
 
 def _split(value: object) -> object:
     """Accept `a,b,c` from the environment as well as a sequence from code."""
@@ -26,8 +30,8 @@ def _split(value: object) -> object:
 class Settings(ServiceSettings):
     """Every knob of the gateway; `GATEWAY_<FIELD>` overrides a default.
 
-    Lists (`allowed_algorithms`, `trusted_proxies`, `ws_allowed_origins`) are read from the
-    environment as comma-separated values.
+    Lists (`allowed_algorithms`, `trusted_proxies`, `ws_allowed_origins`, `cors_*`) are
+    read from the environment as comma-separated values.
     """
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
@@ -94,6 +98,22 @@ class Settings(ServiceSettings):
     # would get a bare 502, as it is not retried.
     keep_alive_seconds: int = Field(default=75, ge=1)
 
+    # Cross-origin requests from browsers (docs/api.md, Cross-origin requests): the origins
+    # allowed to call the HTTP API. Unset: a web front-end's development server on this
+    # machine (port 5173) in development, none in production; empty: none.
+    cors_allowed_origins: Annotated[tuple[str, ...] | None, NoDecode] = None
+    cors_allowed_methods: CommaList = ("GET", "POST", "PUT", "DELETE")
+    # Request headers a cross-origin script may send beyond the CORS-safelisted ones.
+    cors_allowed_headers: CommaList = (
+        "Authorization",
+        "Content-Type",
+        "If-Match",
+        "If-None-Match",
+        "X-Request-ID",
+    )
+    # How long a browser may keep a preflight's answer.
+    cors_max_age_seconds: int = Field(default=600, ge=0)
+
     ws_allowed_origins: CommaList = ("http://localhost:8080", "http://127.0.0.1:8080")
     ws_max_frame_bytes: int = 64 * 1024
     ws_send_queue_size: int = 64
@@ -101,7 +121,15 @@ class Settings(ServiceSettings):
     ws_max_connections: int = Field(default=12_000, ge=1)
     ws_auth_timeout_seconds: float = 5.0
 
-    @field_validator("allowed_algorithms", "trusted_proxies", "ws_allowed_origins", mode="before")
+    @field_validator(
+        "allowed_algorithms",
+        "trusted_proxies",
+        "ws_allowed_origins",
+        "cors_allowed_origins",
+        "cors_allowed_methods",
+        "cors_allowed_headers",
+        mode="before",
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)
@@ -120,3 +148,12 @@ class Settings(ServiceSettings):
         if self.rate_limit_fail_mode is not None:
             return self.rate_limit_fail_mode == "open"
         return self.profile == "development"
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """The origins allowed to make cross-origin requests (none: CORS is off)."""
+        if self.cors_allowed_origins is not None:
+            return self.cors_allowed_origins
+        if self.profile == "development":
+            return DEVELOPMENT_CORS_ORIGINS
+        return ()

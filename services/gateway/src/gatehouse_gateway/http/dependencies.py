@@ -21,7 +21,7 @@ from gatehouse_gateway.context import GatewayContext, gateway_context
 from gatehouse_gateway.errors import (
     ApiError,
     ErrorCode,
-    authentication_failed,
+    authentication_required,
     invalid_document,
     permission_denied,
 )
@@ -71,7 +71,7 @@ async def authenticate(
     """
     if token is None:
         await _limit(context, state, None, "default")
-        raise authentication_failed("missing bearer token")
+        raise authentication_required()
     try:
         principal = await context.verifier.verify(token)
     except ApiError as error:

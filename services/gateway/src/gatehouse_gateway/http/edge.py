@@ -33,6 +33,7 @@ from gatehouse_gateway.errors import (
     error_response,
     internal_error,
 )
+from gatehouse_gateway.http import docs
 from gatehouse_gateway.http.client_ip import TrustedProxies
 from gatehouse_gateway.ratelimiting import RateDecision
 from gatehouse_kit.logging import request_id_var, sane_request_id
@@ -56,20 +57,21 @@ HTTP_DURATION = Histogram(
 UNMATCHED = "<unmatched>"
 
 _STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
-# Swagger UI loads its script and style from jsDelivr and runs an inline bootstrap.
-_DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "img-src 'self' data: https://fastapi.tiangolo.com; frame-ancestors 'none'"
-)
+# The security headers of every answer: set here and nowhere else (Traefik adds none to
+# the gateway's answers; docs/api.md, Headers). The docs page has a policy of its own.
 _SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("strict-transport-security", "max-age=31536000; includeSubDomains"),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
     ("referrer-policy", "no-referrer"),
 )
-# Probes and documentation are not user actions: no audit event for them.
-_NOT_AUDITED = frozenset({"/health", "/health/live", "/health/ready", "/docs", "/openapi.json"})
+_RAW_SECURITY_HEADERS = tuple((n.encode(), v.encode()) for n, v in _SECURITY_HEADERS)
+_RAW_CSP = (b"content-security-policy", _STRICT_CSP.encode())
+_RAW_DOCS_CSP = (b"content-security-policy", docs.CSP.encode())
+# Probes and documentation are not user actions: no audit event for them (nor for
+# OPTIONS, a question about the API). The docs page and its assets are matched by path,
+# as they are not API routes.
+_NOT_AUDITED = frozenset({"/health", "/health/live", "/health/ready", docs.OPENAPI})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The answers to a WebSocket upgrade: the 101 and a refusal's HTTP response.
 _UPGRADE_ANSWERS = frozenset({"websocket.accept", "websocket.http.response.start"})
@@ -77,16 +79,21 @@ _UPGRADE_ANSWERS = frozenset({"websocket.accept", "websocket.http.response.start
 
 def edge_headers(request_id: str, path: str) -> tuple[tuple[str, str], ...]:
     """`X-Request-ID` and the security headers that every answer carries, HTTP or WebSocket."""
-    policy = _DOCS_CSP if path == "/docs" else _STRICT_CSP
+    policy = docs.CSP if path == docs.PATH else _STRICT_CSP
     return (("x-request-id", request_id), *_SECURITY_HEADERS, ("content-security-policy", policy))
 
 
-def _add_headers(message: Message, headers: tuple[tuple[str, str], ...]) -> MutableHeaders:
+def _raw_edge_headers(request_id: str, path: str) -> list[tuple[bytes, bytes]]:
+    """`edge_headers` as an HTTP answer's raw headers, from the ones encoded at import."""
+    policy = _RAW_DOCS_CSP if path == docs.PATH else _RAW_CSP
+    return [(b"x-request-id", request_id.encode()), *_RAW_SECURITY_HEADERS, policy]
+
+
+def _add_headers(message: Message, headers: tuple[tuple[str, str], ...]) -> None:
     message.setdefault("headers", [])
     mutable = MutableHeaders(scope=message)
     for name, value in headers:
         mutable[name] = value
-    return mutable
 
 
 def payload_too_large(limit: int) -> ApiError:
@@ -217,11 +224,12 @@ class _Exchange:
         if message["type"] == "http.response.start":
             self.response_started = True
             self.status = message["status"]
-            headers = _add_headers(message, edge_headers(self.request_id, self.scope["path"]))
+            # Appended, not set: no route answers any of these itself.
+            raw = _raw_edge_headers(self.request_id, self.scope["path"])
             decision: RateDecision | None = self.state.get("rate_limit")
             if decision is not None:
-                for name, value in decision.headers().items():
-                    headers[name] = value
+                raw.extend((n.encode(), v.encode()) for n, v in decision.headers().items())
+            message["headers"] = [*message.get("headers", ()), *raw]
         await self.downstream_send(message)
 
     def _finish(self) -> None:
@@ -245,7 +253,12 @@ class _Exchange:
             error_code=str(error.code) if error else None,
         )
         context: GatewayContext | None = getattr(self.scope["app"].state, "context", None)
-        if context is None or endpoint in _NOT_AUDITED:
+        if (
+            context is None
+            or endpoint in _NOT_AUDITED
+            or method == "OPTIONS"
+            or docs.serves(self.scope["path"])
+        ):
             return
         refused = refusal_reason(self.status, error)
         if refused is not None:

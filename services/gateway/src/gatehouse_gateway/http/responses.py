@@ -8,8 +8,9 @@ from gatehouse_gateway.schemas import ErrorResponse
 
 _DESCRIPTIONS = {
     400: "`invalid_data` (body is not JSON) or `validation_error` (with `{field, msg}` details)",
-    401: "`authentication_failed`: missing, malformed, expired or foreign token "
-    "(with `WWW-Authenticate: Bearer`)",
+    401: "`authentication_failed`: missing, malformed, expired or foreign token (with "
+    '`WWW-Authenticate: Bearer realm="gatehouse"`, and `error="invalid_token"` when a '
+    "token was sent)",
     403: "`permission_denied`: the token lacks the route's role",
     404: "`not_found`",
     409: "`conflict`: the name is taken",
@@ -21,6 +22,16 @@ _DESCRIPTIONS = {
 }
 
 RATE_LIMIT_HEADERS = {
+    "RateLimit-Policy": {
+        "description": 'The rules counted, e.g. `"http_per_user";q=100;w=60` '
+        "(draft-ietf-httpapi-ratelimit-headers)",
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": 'What is left of each rule, e.g. `"http_per_user";r=42;t=30` '
+        "(draft-ietf-httpapi-ratelimit-headers)",
+        "schema": {"type": "string"},
+    },
     "X-RateLimit-Limit": {
         "description": "Requests allowed per window",
         "schema": {"type": "integer"},
