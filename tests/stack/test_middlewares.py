@@ -34,7 +34,7 @@ def chain(stack: Stack, router: str) -> list[str]:
 def test_every_defined_middleware_is_used_by_a_router(stack: Stack) -> None:
     middlewares = httpx.get(f"{stack.dashboard_url}/api/http/middlewares", timeout=10).json()
     ours = [m for m in middlewares if m["provider"] == "file"]
-    assert len(ours) >= 10
+    assert len(ours) >= 8
     unused = [m["name"] for m in ours if not m.get("usedBy")]
     assert unused == []
     assert all(m["status"] == "enabled" for m in ours)
@@ -53,7 +53,22 @@ def test_the_api_routers_carry_breaker_and_in_flight_limit(stack: Stack) -> None
         middlewares = chain(stack, router)
         assert "gateway-circuit-breaker" in middlewares
         assert "client-in-flight-limit" in middlewares
-        assert middlewares[0] == "security-headers"
+
+
+def test_no_router_to_the_gateway_sets_headers(stack: Stack) -> None:
+    # The gateway sets its answers' security headers itself: one place (docs/api.md).
+    found = httpx.get(f"{stack.dashboard_url}/api/http/middlewares", timeout=10).json()
+    setting_headers = {m["name"].split("@")[0] for m in found if m["type"] == "headers"}
+    assert setting_headers == {"keycloak-security-headers"}
+    to_gateway = [r for r in routers(stack).values() if r.get("service") == "gateway"]
+    assert {r["name"].split("@")[0] for r in to_gateway} >= {
+        "gateway-read",
+        "gateway-write",
+        "gateway-websocket",
+        "gateway-docs",
+    }
+    for router in to_gateway:
+        assert not setting_headers & set(chain(stack, router["name"].split("@")[0]))
 
 
 def test_security_headers_on_public_responses(stack: Stack) -> None:
