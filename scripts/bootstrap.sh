@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything Gatehouse needs on a fresh Debian 12 machine, idempotently, from
-# Debian's archive, PyPI, the Go module proxy and Maven Central: Debian packages, uv and
-# the Python workspace, Go (when the machine's is missing or too old), Traefik (built once
-# and cached), Java 21+ and Keycloak (fetched once and cached), buf, ghz and vegeta (built
-# once and cached). The first run says what each slow step does; a second run takes seconds.
+# Debian's archive, PyPI, the Go module proxy and Maven Central: Debian packages (Chromium
+# for the browser tests among them), uv and the Python workspace, Go (when the machine's
+# is missing or too old), Traefik (built once and cached), Java 21+ and Keycloak (fetched
+# once and cached), buf, ghz and vegeta (built once and cached). The first run says what
+# each slow step does; a second run takes seconds.
 source "$(dirname "$0")/lib.sh"
 uv_version=0.13.9
 apt_install postgresql-15 postgresql-contrib redis-server prometheus prometheus-alertmanager ca-certificates
+# The browser of the end-to-end tests (tests/e2e/test_browser.py), driven by Playwright:
+# Debian's own build, so that nothing downloads one.
+apt_install chromium
 if ! command -v uv >/dev/null 2>&1; then
   # Beside the system's Python, never into it (Debian's is externally managed).
   log "installing uv $uv_version from PyPI into $GATEHOUSE_CACHE/uv-venv (first run only, seconds)"

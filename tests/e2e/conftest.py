@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -19,6 +20,9 @@ import pytest
 
 from tests.harness.stack import Stack
 
+# An origin the development profile allows to call the API from a browser
+# (GATEWAY_CORS_ALLOWED_ORIGINS unset: docs/api.md, Cross-origin requests).
+DEV_ORIGIN = "http://127.0.0.1:5173"
 # The realm's development users (docs/operations.md, Development users).
 USERS = ("admin", "editor", "viewer", "auditor", "nobody")
 # A token is fetched again when it has less than this left (the realm gives 300 s).
@@ -29,6 +33,13 @@ _addresses = itertools.count(1)
 def client_address() -> str:
     """A fresh TEST-NET-3 address for one client of the suite."""
     return f"203.0.113.{next(_addresses) % 254 + 1}"
+
+
+def own_address() -> str:
+    """An address of the IPv6 documentation prefix that no other client uses: for a test
+    that spends a whole per-address limit."""
+    groups = uuid.uuid4().hex[:24]
+    return "2001:db8:" + ":".join(groups[i : i + 4] for i in range(0, 24, 4))
 
 
 class Tokens:

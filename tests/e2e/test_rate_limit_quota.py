@@ -10,11 +10,11 @@ the other replica holds fewer.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import httpx
 import pytest
 
+from tests.e2e.conftest import own_address
 from tests.e2e.replicas import REPLICAS, counter, http_url, two_replicas
 from tests.harness.stack import Stack
 
@@ -30,12 +30,6 @@ def replicated(stack: Stack) -> Stack:
     """The stack with two replicas of every service."""
     two_replicas(stack)
     return stack
-
-
-def own_address() -> str:
-    """An address of the IPv6 documentation prefix that no other client uses."""
-    groups = uuid.uuid4().hex[:24]
-    return "2001:db8:" + ":".join(groups[i : i + 4] for i in range(0, 24, 4))
 
 
 async def test_the_replicas_hold_one_quota_stream_each_through_traefik(replicated: Stack) -> None:
