@@ -141,6 +141,7 @@ docker_build "$project" --build-arg "PYTHON_IMAGE=$python_image" -t "$project" .
   echo "# Written by scripts/images.sh: the images docker-compose.yml runs here."
   printf '%s\n' "${images[@]}"
   echo "GATEHOUSE_IMAGE=$project"
+  echo "GATEHOUSE_PYTHON_IMAGE=$python_image"
   if [ ${#missing[@]} -eq 0 ]; then echo "COMPOSE_PROFILES=grafana"; fi
 } >"$env_file.tmp"
 mv "$env_file.tmp" "$env_file"

@@ -146,3 +146,27 @@ async def test_the_postgres_image_keeps_the_upstream_contract(
             await conn.close()
         with pytest.raises(asyncpg.InvalidPasswordError):
             await asyncpg.connect(pg.get_connection_url().replace(password, "wrong"))
+
+
+def test_an_image_built_on_the_base_made_here_trusts_the_machines_extra_authorities() -> None:
+    """Behind an HTTPS proxy that re-signs traffic, builds in the images need its authority.
+
+    The base that scripts/images.sh makes trusts GATEHOUSE_CA_CERTS; an upstream base
+    pulled from a registry brings only its own store (docs/operations.md).
+    """
+    settings = containers.compose_env()
+    if not settings.get("GATEHOUSE_PYTHON_IMAGE", "").startswith("gatehouse-local/"):
+        return
+    extra = Path(settings.get("GATEHOUSE_CA_CERTS", "/usr/local/share/ca-certificates"))
+    image = containers.service_image("gateway-0")
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    store = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "cat", image, bundle],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    for authority in sorted(extra.glob("*.crt")):
+        body = "".join(authority.read_text().strip().splitlines()[1:-1])
+        assert body in "".join(store.splitlines()), authority
