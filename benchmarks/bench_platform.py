@@ -100,8 +100,8 @@ WS_RATES = tuple(
 WS_RUNS = int(os.environ.get("BENCH_PLATFORM_WS_RUNS", "1"))
 MIX_AUTHORS = 1000
 MISS_HEADROOM = 1.5
-# After a WebSocket run, wait (at most SETTLE_SECONDS) until the system it loaded is idle:
-# an overloaded run leaves work queued behind it.
+# After a WebSocket run, and before a half-of-peak run, wait (at most SETTLE_SECONDS) until
+# the system just loaded is idle: an overloaded run leaves work queued behind it.
 SETTLE_SECONDS = 30.0
 IDLE_CPU_SHARE = 0.1
 # How long the audit events of a WebSocket run may take to be stored.
@@ -797,6 +797,9 @@ async def _run_on_platform() -> dict[str, Any]:
                     _print_run(rep, one)
                     if scenario.mode == "hot":
                         hit_rate[system.name] = one.rate
+                        # A steady state, not the backlog of the closed loop just run (the
+                        # audit rows it queued, their writes): as before a WebSocket run.
+                        await _settle(system.processes)
                         half = await _half_peak_run(
                             system, hot_id, one.rate * HALF_PEAK_SHARE, token, watched
                         )
