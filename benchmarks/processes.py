@@ -73,6 +73,18 @@ async def installed(script: str) -> str:
     return output.decode().strip().splitlines()[-1]
 
 
+async def output_of(process: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """The process's standard output and error once it exits; killed if the wait is
+    cancelled (the runner's budget), so that no load generator outlives its benchmark."""
+    try:
+        return await process.communicate()
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
 async def stop(process: asyncio.subprocess.Process) -> None:
     """SIGTERM, and SIGKILL if the process has not exited within STOP_WITHIN_SECONDS."""
     if process.returncode is not None:

@@ -18,7 +18,6 @@ exact (nearest rank over every request), not the estimate `vegeta report` prints
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import resource
 import tempfile
@@ -29,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from benchmarks.common import non_2xx, percentile
-from benchmarks.processes import installed
+from benchmarks.processes import installed, output_of
 from benchmarks.wrk import TIMEOUT_SECONDS
 
 LOAD_GENERATOR = "vegeta v12.12.0 (scripts/install-vegeta.sh), open loop, one thread"
@@ -160,13 +159,7 @@ async def _vegeta(binary: str, command: str, *args: str) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        output, errors = await process.communicate()
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+    output, errors = await output_of(process)
     if process.returncode != 0:
         raise RuntimeError(f"vegeta {command} failed ({process.returncode}): {errors.decode()}")
     return output.decode()

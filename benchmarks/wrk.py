@@ -8,7 +8,6 @@ writes a JSON report: requests, socket errors, responses by status, latency perc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import resource
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.common import non_2xx
+from benchmarks.processes import output_of
 
 # A request unanswered for this long counts as a timeout (a socket error).
 TIMEOUT_SECONDS = 10
@@ -95,13 +95,7 @@ async def run_wrk(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        try:
-            output, _ = await process.communicate()
-        finally:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+        output, _ = await output_of(process)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if process.returncode != 0 or not report_path.exists():
             raise RuntimeError(f"wrk failed ({process.returncode}): {output.decode()[-500:]}")

@@ -152,19 +152,26 @@ async def call(
     return answer
 
 
+async def create_author(
+    page: Page, stack: Stack, headers: dict[str, str], name: str
+) -> dict[str, Any]:
+    """POST /authors from the page's origin, as its script would."""
+    return await call(
+        page,
+        f"{stack.web_url}/authors",
+        "POST",
+        {**headers, "Content-Type": "application/json"},
+        f'{{"name": "{name}"}}',
+    )
+
+
 async def test_an_allowed_origin_calls_the_api_and_reads_its_headers(
     stack: Stack, tokens: Tokens, browser: Browser, allowed_origin: str
 ) -> None:
     page = await opened(browser, allowed_origin + "/")
     editor = await tokens.headers("editor")
     name = f"browser-{uuid.uuid4()}"
-    created = await call(
-        page,
-        f"{stack.web_url}/authors",
-        "POST",
-        {**editor, "Content-Type": "application/json"},
-        f'{{"name": "{name}"}}',
-    )
+    created = await create_author(page, stack, editor, name)
     assert created.get("status") == 201, created
     headers = created["headers"]
     assert headers["Location"].startswith("/authors/")
@@ -187,13 +194,7 @@ async def test_any_other_origin_is_refused_by_the_browser_before_the_request(
     page = await opened(browser, other_origin + "/")
     editor = await tokens.headers("editor")
     name = f"browser-refused-{uuid.uuid4()}"
-    created = await call(
-        page,
-        f"{stack.web_url}/authors",
-        "POST",
-        {**editor, "Content-Type": "application/json"},
-        f'{{"name": "{name}"}}',
-    )
+    created = await create_author(page, stack, editor, name)
     assert "Failed to fetch" in created.get("error", ""), created
     read = await call(page, f"{stack.web_url}/authors?id=1", "GET", editor)
     assert "Failed to fetch" in read.get("error", ""), read

@@ -25,12 +25,18 @@ NATIVE_REDIS_URL = "redis://127.0.0.1:6379/0"
 BACKEND_MODES = ("native", "testcontainers")
 
 
+def chosen_mode(variable: str, modes: tuple[str, ...]) -> str:
+    """The mode the environment `variable` names, the first of `modes` by default;
+    ValueError for any other."""
+    mode = os.environ.get(variable, modes[0])
+    if mode not in modes:
+        raise ValueError(f"{variable}={mode!r}: expected one of {modes}")
+    return mode
+
+
 def backends_mode() -> str:
     """`GATEHOUSE_TEST_BACKENDS`: `native` (default) or `testcontainers`."""
-    mode = os.environ.get("GATEHOUSE_TEST_BACKENDS", "native")
-    if mode not in BACKEND_MODES:
-        raise ValueError(f"GATEHOUSE_TEST_BACKENDS={mode!r}: expected one of {BACKEND_MODES}")
-    return mode
+    return chosen_mode("GATEHOUSE_TEST_BACKENDS", BACKEND_MODES)
 
 
 def run_script(name: str, *args: str) -> None:

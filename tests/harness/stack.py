@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.harness.backends import REPO
+from tests.harness.backends import REPO, chosen_mode
 
 REALM = "gatehouse"
 CLIENT_ID = "gatehouse-web"
@@ -249,10 +249,7 @@ STACK_MODES = ("native", "compose")
 
 def stack_mode() -> str:
     """`GATEHOUSE_TEST_STACK`: `native` (default) or `compose`."""
-    mode = os.environ.get("GATEHOUSE_TEST_STACK", "native")
-    if mode not in STACK_MODES:
-        raise ValueError(f"GATEHOUSE_TEST_STACK={mode!r}: expected one of {STACK_MODES}")
-    return mode
+    return chosen_mode("GATEHOUSE_TEST_STACK", STACK_MODES)
 
 
 def compose_script(*args: str) -> subprocess.CompletedProcess[str]:
