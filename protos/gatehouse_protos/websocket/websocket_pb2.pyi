@@ -119,19 +119,25 @@ class Broadcast(_message.Message):
     PKG_ID_FIELD_NUMBER: _builtins.int
     REQ_ID_FIELD_NUMBER: _builtins.int
     DATA_JSON_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     pkg_id: _builtins.int
     req_id: _builtins.str
     data_json: _builtins.str
+    offset: _builtins.str
+    """The event's offset in the change stream, on recoverable subscriptions only
+    (docs/websocket.md, Recovery by offset); empty otherwise.
+    """
     def __init__(
         self,
         *,
         pkg_id: _builtins.int = ...,
         req_id: _builtins.str = ...,
         data_json: _builtins.str = ...,
+        offset: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "pkg_id", b"pkg_id", "req_id", b"req_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "offset", b"offset", "pkg_id", b"pkg_id", "req_id", b"req_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
