@@ -10,6 +10,7 @@ import asyncio
 import json
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -104,6 +105,47 @@ async def test_an_anonymous_body_gets_401_unread_and_the_next_request_is_served(
     assert response.json()["error"]["code"] == "authentication_failed"
     assert response.headers["www-authenticate"].startswith("Bearer")
     # The body left unread is skipped, not taken for the next request on the connection.
+    listed = await web.get(
+        "/authors", params={"name": "no such author"}, headers=await tokens.headers("viewer")
+    )
+    assert listed.status_code == 200, listed.text
+
+
+# Raw bytes above 0x7F in a request target: Traefik forwards them as they came, and the
+# gateway's HTTP parser refuses them.
+RAW_TARGETS = [
+    b"/health?resource=\xf4\x90\x80\x80\xf7\xd3[o\x85\xed\xa0\x80",
+    b"/authors?name=\xff\xfe",
+]
+# A body larger than the sockets' buffers, still unread when the parser refuses the target.
+UNREAD_BODY = b"x" * (300 * 1024)
+
+
+async def _raw_exchange(stack: Stack, raw: bytes) -> bytes:
+    """Send `raw` on a connection of its own to :8080: the answer's head."""
+    url = urlsplit(stack.web_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write(raw)
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_WITHIN_SECONDS)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("target", RAW_TARGETS, ids=["health", "api"])
+async def test_raw_high_bytes_in_the_target_get_400_never_a_502(
+    stack: Stack, web: httpx.AsyncClient, tokens: Tokens, target: bytes
+) -> None:
+    raw = (
+        b"POST " + target + b" HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"X-Forwarded-For: " + client_address().encode() + b"\r\n"
+        b"Content-Length: " + str(len(UNREAD_BODY)).encode() + b"\r\n\r\n" + UNREAD_BODY
+    )
+    # The gateway's refusal used to race its own reset: some answers were Traefik's 502.
+    heads = [await _raw_exchange(stack, raw) for _ in range(20)]
+    statuses = [int(head.split(b" ", 2)[1]) for head in heads]
+    assert statuses == [400] * len(heads), statuses
+    assert all(b"x-content-type-options: nosniff" in head.lower() for head in heads)
     listed = await web.get(
         "/authors", params={"name": "no such author"}, headers=await tokens.headers("viewer")
     )

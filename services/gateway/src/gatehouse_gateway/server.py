@@ -23,6 +23,7 @@ from types import FrameType
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 
@@ -35,9 +36,57 @@ from gatehouse_kit.logging import sane_request_id
 
 log = structlog.get_logger(__name__)
 
-# How long a socket that refused a frame keeps reading (and dropping) what the client
-# still sends, waiting for it to close its side.
+# How long a socket that refused a request or a frame keeps reading (and dropping) what
+# the client still sends, waiting for it to close its side.
 LINGER_SECONDS = 5.0
+
+
+def refusal(status: HTTPStatus) -> bytes:
+    """A whole plain-text answer (as Traefik's own refusals are) with the edge headers,
+    for a request that never reaches the application; the connection closes after it."""
+    body = f"{status.value} {status.phrase}".encode()
+    headers = (
+        *edge_headers(sane_request_id(None), ""),
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(body))),
+        ("connection", "close"),
+    )
+    head = f"HTTP/1.1 {status.value} {status.phrase}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers
+    )
+    return head.encode() + b"\r\n" + body
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, except that a request its parser refuses gets an answer
+    the client actually receives.
+
+    The parser refuses what it does not read as HTTP/1.1, for instance raw bytes above
+    0x7F in the request target, which Traefik forwards as they came. uvicorn answers 400
+    and closes the socket at once, usually with the request's body still unread; closed
+    over unread data, the socket answers with a reset, which can destroy the 400 before
+    Traefik has read it, and Traefik then answers the client 502. Here the socket
+    half-closes after the answer and reads on, dropping what arrives, until the peer closes
+    its side or LINGER_SECONDS have passed.
+    """
+
+    _lingering = False
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(refusal(HTTPStatus.BAD_REQUEST))
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
+        super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._lingering:
+            self.transport.close()
 
 
 def handshake_refusal(error: Exception) -> tuple[HTTPStatus, str]:
@@ -102,18 +151,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         log.info("ws_upgrade_refused", status=status.value, reason=type(error).__name__)
         # The library's own answer lacks the edge headers: it is replaced.
         self.conn.data_to_send()
-        body = f"{status.value} {status.phrase}".encode()
-        headers = (
-            *edge_headers(sane_request_id(None), ""),
-            ("content-type", "text/plain; charset=utf-8"),
-            ("content-length", str(len(body))),
-            ("connection", "close"),
-        )
-        head = f"HTTP/1.1 {status.value} {status.phrase}\r\n" + "".join(
-            f"{name}: {value}\r\n" for name, value in headers
-        )
         self.handshake_initiated = self.handshake_complete = self.close_sent = True
-        self.transport.write(head.encode() + b"\r\n" + body)
+        self.transport.write(refusal(status))
         self.transport.close()
 
     def eof_received(self) -> None:
@@ -132,6 +171,7 @@ def uvicorn_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
         access_log=False,
         proxy_headers=False,
         server_header=False,
+        http=HttpProtocol,
         # Above Traefik's idleConnTimeout, so that the proxy is always the side that
         # closes an idle upstream connection (docs/api.md, Keep-alive).
         timeout_keep_alive=settings.keep_alive_seconds,
