@@ -2,10 +2,10 @@
 .DEFAULT_GOAL := help
 # Where the bootstrap puts the programs the machine lacks (uv on a fresh Debian 12).
 export PATH := $(PATH):$(or $(GATEHOUSE_CACHE),$(HOME)/.cache/gatehouse)/bin
-.PHONY: help bootstrap run down test test-containers images compose-up compose-down lint protos bench
+.PHONY: help bootstrap run down test test-containers images compose-up compose-down lint k8s-check protos bench
 
 help: ## list the verbs
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 bootstrap: ## install what the machine lacks (Debian packages, uv, Traefik, Keycloak, buf, ghz, vegeta, Docker)
 	@bash scripts/bootstrap.sh
@@ -49,13 +49,16 @@ compose-up: bootstrap ## make images, then the platform in containers (native po
 compose-down: ## stop the compose stack and remove its containers, networks and volumes
 	@bash scripts/compose.sh down
 
-lint: ## ruff, mypy --strict, buf lint and breaking, amtool check-config
+lint: k8s-check ## ruff, mypy --strict, buf lint and breaking, amtool check-config, the Helm chart
 	@buf="$$(bash scripts/install-buf.sh)" && "$$buf" lint protos && \
 		"$$buf" breaking protos --against protos/released.binpb
 	@amtool check-config deploy/alertmanager/alertmanager.yml
 	@uv run ruff check .
 	@uv run ruff format --check .
 	@uv run --group bench mypy services tests benchmarks scripts
+
+k8s-check: ## the Helm chart linted, rendered and validated against the Kubernetes and CRD schemas, offline
+	@uv run python scripts/k8s_check.py
 
 protos: ## regenerate the gRPC stubs from protos/
 	@uv run python scripts/protos.py

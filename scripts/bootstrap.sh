@@ -35,4 +35,7 @@ bash scripts/install-keycloak.sh >/dev/null
 bash scripts/install-buf.sh >/dev/null
 bash scripts/install-ghz.sh >/dev/null
 bash scripts/install-vegeta.sh >/dev/null
+# The Helm chart's check (`make k8s-check`): Helm, and the Kubernetes and CRD schemas.
+bash scripts/install-helm.sh >/dev/null
+bash scripts/install-k8s-schemas.sh >/dev/null
 log "ready"
