@@ -369,7 +369,7 @@ async def run() -> dict[str, Any]:
     rules = workdir / "rules.yaml"
     rules.write_text(RULES)
     ports = {name: free_port() for name in ("authors", "ratelimit", "audit", "gateway", "echo")}
-    # Its own change channel: a running stack's gateways must not hear these authors.
+    # Its own change stream: a running stack's gateways must not hear these authors.
     channel = f"bench:ws:{uuid.uuid4().hex}"
     try:
         async with (
@@ -378,7 +378,7 @@ async def run() -> dict[str, Any]:
                 {
                     "AUTHORS_DATABASE_URL": database,
                     "AUTHORS_REDIS_URL": NATIVE_REDIS_URL,
-                    "AUTHORS_EVENTS_CHANNEL": channel,
+                    "AUTHORS_STREAM": channel,
                     "AUTHORS_GRPC_PORT": str(ports["authors"]),
                     "AUTHORS_METRICS_PORT": str(free_port()),
                     "AUTHORS_MIGRATE_ON_START": "false",
@@ -419,7 +419,7 @@ async def run() -> dict[str, Any]:
                     "GATEWAY_AUDIT_TARGET": f"127.0.0.1:{ports['audit']}",
                     "GATEWAY_AUDIT_AUTHORITY": "",
                     "GATEWAY_REDIS_URL": NATIVE_REDIS_URL,
-                    "GATEWAY_AUTHORS_EVENTS_CHANNEL": channel,
+                    "GATEWAY_AUTHORS_STREAM": channel,
                     # No proxy to take it out of rotation: stop without the drain.
                     "GATEWAY_SHUTDOWN_DRAIN_SECONDS": "0",
                 },

@@ -125,7 +125,9 @@ class Broadcast(_message.Message):
     data_json: _builtins.str
     offset: _builtins.str
     """The event's offset in the change stream, on recoverable subscriptions only
-    (docs/websocket.md, Recovery by offset); empty otherwise.
+    (docs/websocket.md, Recovery by offset); empty otherwise. Number 6, which
+    Response does not use, so that a broadcast still parses as a Response (whose 4
+    is a message) for clients that tell the two apart by req_id.
     """
     def __init__(
         self,

@@ -35,13 +35,13 @@ Failure = tuple[grpc.StatusCode, list[tuple[str, str]]]
 
 @pytest.fixture(scope="session")
 def settings_for(redis_server: Backend) -> Callable[..., Settings]:
-    """Settings of a test service on `database_url`: free ports, its own events channel."""
+    """Settings of a test service on `database_url`: free ports, its own change stream."""
 
     def make(database_url: str, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": database_url,
             "redis_url": redis_server.url,
-            "events_channel": f"test:authors:{uuid.uuid4().hex}",
+            "stream": f"test:authors:{uuid.uuid4().hex}",
             "grpc_port": 0,
             "metrics_port": 0,
             "migrate_on_start": False,

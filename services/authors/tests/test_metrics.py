@@ -125,5 +125,5 @@ async def test_slow_statements_are_counted_and_logged_without_their_values(
 
     assert _sample("db_slow_queries_total", operation="insert") == slow + 1
     [entry] = [e for e in logs if e["event"] == "slow query" and e["operation"] == "insert"]
-    assert entry["statement"].startswith("INSERT INTO authors (name) VALUES ($1")
+    assert entry["statement"].startswith("WITH changed AS (INSERT INTO authors (name) VALUES ($")
     assert secret_name not in repr(logs)

@@ -62,13 +62,18 @@ async def _schema(database_url: str) -> tuple[set[str], set[str], list[str]]:
 async def test_migrations_go_up_and_down_on_an_empty_database(empty_database: str) -> None:
     await _migrate(empty_database)
     tables, indexes, versions = await _schema(empty_database)
-    assert {"authors", "alembic_version"} <= tables
+    assert {"authors", "author_outbox", "alembic_version"} <= tables
     assert {"authors_pkey", "authors_name_key", "authors_name_trgm"} <= indexes
-    assert versions == ["0002"]
+    assert versions == ["0003"]
 
     # Applying again changes nothing.
     await _migrate(empty_database, "upgrade")
     assert await _schema(empty_database) == (tables, indexes, versions)
+
+    await _migrate(empty_database, "downgrade", "-1")
+    tables, indexes, versions = await _schema(empty_database)
+    assert "author_outbox" not in tables
+    assert versions == ["0002"]
 
     await _migrate(empty_database, "downgrade", "-1")
     tables, indexes, versions = await _schema(empty_database)

@@ -72,7 +72,7 @@ class Upstreams:
         """Gateway settings that call each service directly and hear its change events
         (on a channel of its own, not a running stack's)."""
         return {
-            "authors_events_channel": self.authors_settings.events_channel,
+            "authors_stream": self.authors_settings.stream,
             "authors_target": f"127.0.0.1:{self.authors.port}",
             "authors_authority": "",
             "audit_target": f"127.0.0.1:{self.audit.port}",
@@ -103,7 +103,7 @@ async def upstreams(
     authors_settings = AuthorsSettings(
         database_url=authors_db,
         redis_url=redis_server.url,
-        events_channel=f"test:authors:{uuid.uuid4().hex}",
+        stream=f"test:authors:{uuid.uuid4().hex}",
         grpc_port=0,
         migrate_on_start=False,
     )

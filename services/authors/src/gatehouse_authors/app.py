@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatehouse_authors.commands import AuthorCommands
 from gatehouse_authors.cursors import CursorCodec
 from gatehouse_authors.database import make_engine
-from gatehouse_authors.events import AuthorEventPublisher
+from gatehouse_authors.events import OutboxRelay, RelaySettings
 from gatehouse_authors.repository import AuthorRepository
 from gatehouse_authors.service import SERVICE_NAME, AuthorsServicer
 from gatehouse_authors.settings import DEVELOPMENT_CURSOR_SECRET, Settings
@@ -30,7 +30,7 @@ class AuthorsApp:
     """The service's parts, built once per process and closed after the server drained."""
 
     engine: AsyncEngine
-    events: AuthorEventPublisher
+    relay: OutboxRelay
     servicer: AuthorsServicer
 
     def register(self, server: grpc.aio.Server) -> Iterable[str]:
@@ -44,16 +44,19 @@ class AuthorsApp:
             host=settings.bind_host,
             port=settings.grpc_port,
             grace_seconds=settings.shutdown_grace_seconds,
+            on_started=[self.relay.start],
             on_drained=[self.close],
         )
 
     async def close(self) -> None:
-        await self.events.close()
+        await self.relay.stop()
+        await self.relay.close()
         await self.engine.dispose()
 
 
 def build_app(settings: Settings) -> AuthorsApp:
-    """Connect nothing yet: the pool and Redis connect on first use, and reconnect alone."""
+    """Connect nothing yet: the pool and Redis connect on first use, and reconnect alone;
+    the outbox relay starts with the gRPC server."""
     secret = settings.cursor_secret.get_secret_value()
     if settings.profile == "production" and secret == DEVELOPMENT_CURSOR_SECRET:
         log.warning("AUTHORS_CURSOR_SECRET is the development default; set a secret of your own")
@@ -69,18 +72,28 @@ def build_app(settings: Settings) -> AuthorsApp:
     )
     redis = Redis.from_url(
         settings.redis_url,
-        socket_connect_timeout=settings.events_publish_timeout_seconds,
-        socket_timeout=settings.events_publish_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        socket_timeout=settings.redis_timeout_seconds,
         # One retry replaces a pooled connection that died while Redis restarted.
         retry=Retry(NoBackoff(), 1),
     )
-    events = AuthorEventPublisher(
-        redis, settings.events_channel, settings.events_publish_timeout_seconds
+    relay = OutboxRelay(
+        redis,
+        RelaySettings(
+            database_url=settings.database_url,
+            stream=settings.stream,
+            max_events=settings.stream_max_events,
+            max_age_seconds=settings.stream_max_age_seconds,
+            batch_size=settings.relay_batch_size,
+            poll_seconds=settings.relay_poll_seconds,
+            standby_seconds=settings.relay_standby_seconds,
+            connect_timeout_seconds=settings.connect_timeout_seconds,
+            statement_timeout_seconds=settings.statement_timeout_seconds,
+        ),
     )
     commands = AuthorCommands(
         AuthorRepository(engine),
-        events,
         CursorCodec(secret.encode()),
         exact_count_limit=settings.exact_count_limit,
     )
-    return AuthorsApp(engine, events, AuthorsServicer(commands))
+    return AuthorsApp(engine, relay, AuthorsServicer(commands))

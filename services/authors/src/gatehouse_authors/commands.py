@@ -1,4 +1,4 @@
-"""What the authors service does: validate, store, report the change."""
+"""What the authors service does: validate, store (each change with its event)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ from typing import NoReturn
 
 from gatehouse_authors.cursors import CursorCodec
 from gatehouse_authors.domain import Author, AuthorFilter, AuthorPage, CursorPage, OffsetPage
-from gatehouse_authors.events import AuthorEventPublisher, Kind
 from gatehouse_authors.repository import AuthorRepository
 from gatehouse_authors.rules import PER_PAGE_MAX, check_id, check_page, clean_filter, clean_name
 from gatehouse_kit.errors import FailedPrecondition, NotFound
+from gatehouse_kit.logging import request_id_var
+
+
+def _request_id() -> str:
+    return request_id_var.get() or ""
 
 
 class AuthorCommands:
@@ -18,20 +22,16 @@ class AuthorCommands:
     def __init__(
         self,
         repository: AuthorRepository,
-        events: AuthorEventPublisher,
         cursors: CursorCodec,
         *,
         exact_count_limit: int,
     ) -> None:
         self._repository = repository
-        self._events = events
         self._cursors = cursors
         self._exact_count_limit = exact_count_limit
 
     async def create(self, name: str) -> Author:
-        author = await self._repository.insert(clean_name(name))
-        await self._events.publish(Kind.KIND_CREATED, author)
-        return author
+        return await self._repository.insert(clean_name(name), _request_id())
 
     async def get(self, author_id: int) -> Author:
         author = await self._repository.get(check_id(author_id))
@@ -42,18 +42,18 @@ class AuthorCommands:
     async def update(self, author_id: int, name: str, expected_version: int | None) -> Author:
         """Rename; with `expected_version`, only if nobody changed the author meanwhile."""
         check_id(author_id)
-        author = await self._repository.update(author_id, clean_name(name), expected_version)
+        author = await self._repository.update(
+            author_id, clean_name(name), expected_version, _request_id()
+        )
         if author is None:
             await self._explain_miss(author_id, expected_version)
-        await self._events.publish(Kind.KIND_UPDATED, author)
         return author
 
     async def delete(self, author_id: int, expected_version: int | None) -> None:
         check_id(author_id)
-        author = await self._repository.delete(author_id, expected_version)
+        author = await self._repository.delete(author_id, expected_version, _request_id())
         if author is None:
             await self._explain_miss(author_id, expected_version)
-        await self._events.publish(Kind.KIND_DELETED, author)
 
     async def _explain_miss(self, author_id: int, expected_version: int | None) -> NoReturn:
         """Raise why an update or delete touched no row: missing, or a stale version."""

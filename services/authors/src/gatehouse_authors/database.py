@@ -85,10 +85,11 @@ STATEMENT_LOG_CHARS = 300
 _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 
-def async_url(url: str) -> str:
-    """`url` with the asyncpg driver, whichever postgres scheme it was written with."""
+def async_url(url: str, drivername: str = "postgresql+asyncpg") -> str:
+    """`url` with the asyncpg driver (or as plain `postgresql` for asyncpg itself),
+    whichever postgres scheme it was written with."""
     parsed = make_url(url)
-    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    return parsed.set(drivername=drivername).render_as_string(hide_password=False)
 
 
 def _operation(context: Any, statement: str) -> str:

@@ -2,6 +2,9 @@
 
 Each method is one statement (or two, for listings) in autocommit; the name's unique
 constraint, not a prior lookup, decides duplicates, so concurrent creates cannot race.
+A write and its change event are one statement too: the change's `RETURNING` feeds an
+insert into the outbox in the same statement (a data-modifying CTE), so both commit or
+neither does, with no BEGIN/COMMIT round trips (docs/authors.md, Change events).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -33,8 +37,13 @@ from sqlalchemy.util import greenlet_spawn
 
 from gatehouse_authors.database import database_errors
 from gatehouse_authors.domain import Author, AuthorFilter, Total
-from gatehouse_authors.tables import authors
+from gatehouse_authors.tables import author_outbox, authors
 from gatehouse_kit.errors import AlreadyExists
+from gatehouse_protos.authors.v1 import authors_pb2
+
+KIND_CREATED = authors_pb2.AuthorEvent.KIND_CREATED
+KIND_UPDATED = authors_pb2.AuthorEvent.KIND_UPDATED
+KIND_DELETED = authors_pb2.AuthorEvent.KIND_DELETED
 
 _COLUMNS = (
     authors.c.id,
@@ -149,7 +158,35 @@ def matching_query(author_filter: AuthorFilter) -> tuple[Select[Any], Params]:
 
 _GET = select(*_COLUMNS).where(authors.c.id == bindparam("author_id"))
 _VERSION = select(authors.c.version).where(authors.c.id == bindparam("author_id"))
-_INSERT = insert(authors).values(name=bindparam("name")).returning(*_COLUMNS)
+_EVENT_COLUMNS = ["kind", "author_id", "name", "created_at", "updated_at", "version", "request_id"]
+
+
+def with_event(change: Any, kind: int) -> Select[Any]:
+    """`change` (an insert, update or delete returning the author's columns) with the
+    outbox row of its event, in one statement: the changed row, if any, is returned."""
+    changed = change.cte("changed")
+    recorded = (
+        insert(author_outbox)
+        .from_select(
+            _EVENT_COLUMNS,
+            select(
+                literal(kind),
+                changed.c.id,
+                changed.c.name,
+                changed.c.created_at,
+                changed.c.updated_at,
+                changed.c.version,
+                bindparam("request_id"),
+            ),
+        )
+        .cte("recorded")
+    )
+    return select(*changed.c).add_cte(recorded)
+
+
+_INSERT = with_event(
+    insert(authors).values(name=bindparam("name")).returning(*_COLUMNS), KIND_CREATED
+)
 
 
 @lru_cache
@@ -159,18 +196,19 @@ def _match(versioned: bool) -> ColumnElement[bool]:
 
 
 @lru_cache
-def _update(versioned: bool) -> Any:
-    return (
+def _update(versioned: bool) -> Select[Any]:
+    change = (
         update(authors)
         .where(_match(versioned))
         .values(name=bindparam("name"), version=authors.c.version + 1, updated_at=func.now())
         .returning(*_COLUMNS)
     )
+    return with_event(change, KIND_UPDATED)
 
 
 @lru_cache
-def _delete(versioned: bool) -> Any:
-    return delete(authors).where(_match(versioned)).returning(*_COLUMNS)
+def _delete(versioned: bool) -> Select[Any]:
+    return with_event(delete(authors).where(_match(versioned)).returning(*_COLUMNS), KIND_DELETED)
 
 
 def _author(row: Any) -> Author:
@@ -205,10 +243,10 @@ class AuthorRepository:
 
         return await self._on_connection(first)
 
-    async def insert(self, name: str) -> Author:
-        """Store a new author; `AlreadyExists` if the name is taken."""
+    async def insert(self, name: str, request_id: str) -> Author:
+        """Store a new author and its event; `AlreadyExists` if the name is taken."""
         try:
-            row = await self._one("insert", _INSERT, {"name": name})
+            row = await self._one("insert", _INSERT, {"name": name, "request_id": request_id})
         except IntegrityError as error:
             _raise_if_duplicate(error, name)
             raise
@@ -224,10 +262,11 @@ class AuthorRepository:
         return int(row[0]) if row is not None else None
 
     async def update(
-        self, author_id: int, name: str, expected_version: int | None
+        self, author_id: int, name: str, expected_version: int | None, request_id: str
     ) -> Author | None:
-        """Rename and bump the version; None if no row has that id (and version, if given)."""
-        params: Params = {"author_id": author_id, "name": name}
+        """Rename and bump the version, with its event; None if no row has that id (and
+        version, if given)."""
+        params: Params = {"author_id": author_id, "name": name, "request_id": request_id}
         if expected_version is not None:
             params["expected_version"] = expected_version
         try:
@@ -237,9 +276,12 @@ class AuthorRepository:
             raise
         return _author(row) if row is not None else None
 
-    async def delete(self, author_id: int, expected_version: int | None) -> Author | None:
-        """Remove an author and return it; None if no row has that id (and version)."""
-        params: Params = {"author_id": author_id}
+    async def delete(
+        self, author_id: int, expected_version: int | None, request_id: str
+    ) -> Author | None:
+        """Remove an author, with its event, and return it; None if no row has that id
+        (and version)."""
+        params: Params = {"author_id": author_id, "request_id": request_id}
         if expected_version is not None:
             params["expected_version"] = expected_version
         row = await self._one("delete", _delete(expected_version is not None), params)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from gatehouse_kit.settings import ServiceSettings
@@ -20,9 +20,18 @@ class Settings(ServiceSettings):
     metrics_port: int = 9101
     database_url: str = "postgresql://gatehouse:gatehouse@127.0.0.1:5432/authors"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    events_channel: str = "gatehouse:authors:events"
-    # A publish that takes longer is given up (and counted) so writes never hang on Redis.
-    events_publish_timeout_seconds: float = 1.0
+    # The change stream (docs/authors.md, Change events) and its retention: an entry goes
+    # once the stream holds more than max_events entries or it is older than max_age.
+    stream: str = "gatehouse:authors:stream"
+    stream_max_events: int = Field(default=100_000, ge=1)
+    stream_max_age_seconds: float = Field(default=86_400.0, gt=0)
+    # Outbox rows the relay publishes per pass; the longest it sleeps without a NOTIFY;
+    # how often a replica without the relay lock tries to take it.
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_seconds: float = Field(default=1.0, gt=0)
+    relay_standby_seconds: float = Field(default=1.0, gt=0)
+    # A Redis call of the relay that takes longer fails (counted) and is retried.
+    redis_timeout_seconds: float = Field(default=1.0, gt=0)
     # Statements slower than this are logged (truncated, without values) and counted.
     slow_query_seconds: float = 0.25
     pool_size: int = 10

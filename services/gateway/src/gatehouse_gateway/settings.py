@@ -67,7 +67,12 @@ class Settings(ServiceSettings):
     breaker_open_seconds: float = 5.0
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    authors_events_channel: str = "gatehouse:authors:events"
+    # The Redis Stream of author changes (docs/authors.md, Change events), read by every
+    # replica for its edge cache and WebSocket broadcasts: how long one XREAD waits for
+    # new entries, and how much longer a Redis call may take before it counts as lost.
+    authors_stream: str = "gatehouse:authors:stream"
+    change_stream_block_seconds: float = Field(default=5.0, gt=0)
+    change_stream_timeout_seconds: float = Field(default=2.0, gt=0)
     # The edge cache of author reads (docs/performance.md, Edge cache): its bound, and the
     # longest an entry is served when its change event was lost. 0 entries: no cache.
     author_cache_max_entries: int = Field(default=10_000, ge=0)

@@ -153,7 +153,7 @@ class Upstreams:
 
     authors: str
     ratelimit: str
-    events_channel: str
+    stream: str
 
 
 @pytest.fixture(scope="session")
@@ -175,7 +175,7 @@ async def upstreams(
     authors_settings = AuthorsSettings(
         database_url=database,
         redis_url=redis_server.url,
-        events_channel=channel,
+        stream=channel,
         grpc_port=0,
         metrics_port=0,
         migrate_on_start=False,
@@ -243,7 +243,7 @@ def gateway_settings(
             "audit_target": f"127.0.0.1:{free_port()}",
             "audit_authority": "",
             "redis_url": redis_server.url,
-            "authors_events_channel": upstreams.events_channel,
+            "authors_stream": upstreams.stream,
             "ws_allowed_origins": (ORIGIN,),
             "shutdown_grace_seconds": 2.0,
             **overrides,
@@ -319,11 +319,14 @@ class Client:
         response = websocket_pb2.Response.FromString(raw)
         if response.req_id == ZERO_REQ_ID:
             broadcast = websocket_pb2.Broadcast.FromString(raw)
-            return {
+            decoded = {
                 "pkg_id": broadcast.pkg_id,
                 "req_id": broadcast.req_id,
                 "data": json.loads(broadcast.data_json),
             }
+            if broadcast.offset:
+                decoded["offset"] = broadcast.offset
+            return decoded
         meta = None
         if response.HasField("meta"):
             meta = {

@@ -13,6 +13,7 @@ import redis.asyncio as redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from gatehouse_authors.events import ChangeStream
 from gatehouse_gateway.websocket.protocol import PkgId
 from gatehouse_protos.authors.v1 import authors_pb2
 
@@ -47,6 +48,8 @@ async def test_broadcast_reaches_subscribers_on_another_replica(
             assert seen[0]["data"] == created
             assert seen[1]["data"] == renamed
             assert seen[2]["data"]["id"] == created["id"]
+            # A subscription without an offset gets the frames it always got.
+            assert all("offset" not in b for b in seen)
         # The writer never subscribed, so it got no broadcast.
         assert writer.broadcasts == []
 
@@ -66,6 +69,12 @@ def _event(name: str) -> bytes:
     return authors_pb2.AuthorEvent(
         kind=authors_pb2.AuthorEvent.KIND_UPDATED, author=author
     ).SerializeToString()
+
+
+def change_stream_of(redis_url: str, stream: str) -> tuple[redis.Redis, ChangeStream]:
+    """A client of `redis_url` and the change stream `stream` written as the relay does."""
+    client = redis.Redis.from_url(redis_url)
+    return client, ChangeStream(client, stream, max_events=10_000, max_age_seconds=3600)
 
 
 async def test_slow_reader_is_closed_and_others_keep_their_latency(
@@ -90,21 +99,21 @@ async def test_slow_reader_is_closed_and_others_keep_their_latency(
             )
             assert '"subscribed":true' in str(await slow.recv())
             assert (await fast.request(PkgId.SUBSCRIBE_AUTHORS))["status_code"] == 0
-            publisher = redis.Redis.from_url(redis_server.url)
-            channel = gateway.context.settings.authors_events_channel
+            client, stream = change_stream_of(
+                redis_server.url, gateway.context.settings.authors_stream
+            )
             # Enough to fill the kernel's buffers on loopback, then the queue.
             big = _event("x" * 64_000)
             try:
                 latencies = []
                 for _ in range(40):
-                    for _ in range(3):
-                        await publisher.publish(channel, big)
+                    await stream.append([(0, big)] * 3)
                     started = time.perf_counter()
                     reply = await fast.request(PkgId.GET_AUTHORS, NOBODY)
                     latencies.append(time.perf_counter() - started)
                     assert reply["status_code"] == 0
             finally:
-                await publisher.aclose()
+                await client.aclose()
             # The fast socket got every broadcast, and promptly.
             assert len(fast.broadcasts) == 120
             assert max(latencies) < 1.0, latencies
@@ -121,19 +130,20 @@ async def test_slow_reader_is_closed_and_others_keep_their_latency(
 async def test_subscription_survives_a_redis_outage(
     serve_gateway: Any, issuer: Any, ws: Any, private_redis: Any
 ) -> None:
-    channel = f"test:ws:outage:{uuid.uuid4().hex}"
+    stream = f"test:ws:outage:{uuid.uuid4().hex}"
     async with (
-        serve_gateway(redis_url=private_redis.url, authors_events_channel=channel) as gateway,
+        serve_gateway(redis_url=private_redis.url, authors_stream=stream) as gateway,
         ws(gateway, issuer.token("viewer")) as client,
     ):
         await client.request(PkgId.SUBSCRIBE_AUTHORS)
         private_redis.stop()
         await asyncio.wait_for(gateway.hub.lost.wait(), 10)
+        assert not gateway.context.author_cache.serving
         private_redis.start()
         await asyncio.wait_for(gateway.hub.listening.wait(), 15)
-        publisher = redis.Redis.from_url(private_redis.url)
+        publisher, changes = change_stream_of(private_redis.url, stream)
         try:
-            await publisher.publish(channel, _event("after the outage"))
+            await changes.append([(1, _event("after the outage"))])
         finally:
             await publisher.aclose()
         broadcast = await asyncio.wait_for(client.broadcast(), 5)

@@ -270,8 +270,9 @@ class GrpcService:
     """One gRPC server with health, reflection and the kit's interceptor.
 
     `register` adds the servicers and returns their full service names; they are
-    reported SERVING once started. `on_drained` runs after in-flight calls have
-    finished (or the grace period ran out) during shutdown.
+    reported SERVING once started. `on_started` runs right after the server started;
+    `on_drained` runs after in-flight calls have finished (or the grace period ran out)
+    during shutdown.
     """
 
     def __init__(
@@ -281,6 +282,7 @@ class GrpcService:
         host: str,
         port: int,
         grace_seconds: float,
+        on_started: Iterable[Hook] = (),
         on_drained: Iterable[Hook] = (),
         max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
@@ -302,6 +304,7 @@ class GrpcService:
         )
         self.port: int = self._server.add_insecure_port(f"{host}:{port}")
         self._grace = grace_seconds
+        self._on_started = list(on_started)
         self._on_drained = list(on_drained)
         self._stopping = asyncio.Event()
 
@@ -309,6 +312,8 @@ class GrpcService:
         await self._server.start()
         for name in ["", *self._names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        for hook in self._on_started:
+            await hook()
         log.info("grpc server started", port=self.port, services=self._names)
 
     async def stop(self) -> None:

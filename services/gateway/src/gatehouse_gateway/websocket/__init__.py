@@ -11,6 +11,7 @@ Wiring, in the gateway's app:
 
 from __future__ import annotations
 
+import redis.asyncio as redis
 from fastapi import FastAPI
 
 from gatehouse_gateway.context import GatewayContext
@@ -22,13 +23,23 @@ __all__ = ["WebSocketHub", "router", "start_websockets", "stop_websockets"]
 
 
 async def start_websockets(app: FastAPI) -> WebSocketHub:
-    """Create the process's hub on `app.state.websocket_hub` and subscribe to broadcasts."""
+    """Create the process's hub on `app.state.websocket_hub` and follow the change stream."""
     context: GatewayContext = app.state.context
+    settings = context.settings
+    # A client of its own: its reader blocks on one connection for up to
+    # `change_stream_block_seconds`, and a read that hangs longer than that fails.
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.change_stream_timeout_seconds,
+        socket_timeout=settings.change_stream_block_seconds
+        + settings.change_stream_timeout_seconds,
+    )
     hub = WebSocketHub(
-        context.redis,
-        context.settings.authors_events_channel,
+        client,
+        settings.authors_stream,
         context.rate_limiter,
         context.author_cache,
+        block_seconds=settings.change_stream_block_seconds,
     )
     app.state.websocket_hub = hub
     WS_CONNECTIONS_LIMIT.set(context.settings.ws_max_connections)
@@ -37,7 +48,7 @@ async def start_websockets(app: FastAPI) -> WebSocketHub:
 
 
 async def stop_websockets(app: FastAPI) -> None:
-    """Close every socket with 1001 and stop the broadcast subscriber."""
+    """Close every socket with 1001 and stop the change stream's reader."""
     hub: WebSocketHub | None = getattr(app.state, "websocket_hub", None)
     if hub is not None:
         context: GatewayContext = app.state.context

@@ -333,13 +333,18 @@ class _Dispatcher:
         self._hub = hub
         # When malformed frames arrived, within the window; created by the first one.
         self._malformed: collections.deque[float] | None = None
-        self._call = Call(context.upstreams, context.author_cache, self._subscribe)
+        self._call = Call(
+            context.upstreams, context.author_cache, self._subscribe, self._unsubscribe
+        )
 
-    def _subscribe(self, on: bool) -> None:
-        if on:
-            self._hub.subscribers.add(self._session)
-        else:
-            self._hub.subscribers.discard(self._session)
+    async def _subscribe(self, offset: str | None) -> dict[str, Any]:
+        if offset is None:
+            self._hub.subscribe(self._session)
+            return {"subscribed": True}
+        return await self._hub.subscribe_from(self._session, offset)
+
+    def _unsubscribe(self) -> None:
+        self._hub.unsubscribe(self._session)
 
     async def handle(self, frame: Frame) -> None:
         session = self._session

@@ -18,6 +18,7 @@ from gatehouse_gateway.rbac import Role
 from gatehouse_gateway.schemas import MAX_ID, MAX_PAGE, AuthorName
 from gatehouse_gateway.upstreams import Upstreams
 from gatehouse_gateway.websocket.protocol import PkgId
+from gatehouse_kit.change_stream import OFFSET_PATTERN
 
 
 class _Data(BaseModel):
@@ -69,7 +70,13 @@ class AuthorUpdateData(_Data):
 
 
 class NoData(_Data):
-    """`data` of SUBSCRIBE_AUTHORS and UNSUBSCRIBE_AUTHORS (empty)."""
+    """`data` of UNSUBSCRIBE_AUTHORS (empty)."""
+
+
+class SubscribeData(_Data):
+    """`data` of SUBSCRIBE_AUTHORS: with an `offset` ("" for now on), recoverable."""
+
+    offset: Annotated[str, Field(strict=True, pattern=f"^({OFFSET_PATTERN})?$")] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +94,8 @@ class Call:
 
     upstreams: Upstreams
     cache: AuthorCache
-    subscribe: Callable[[bool], None]
+    subscribe: Callable[[str | None], Awaitable[dict[str, Any]]]
+    unsubscribe: Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +151,12 @@ async def _get_author(call: Call, data: AuthorIdData) -> Outcome:
     return Outcome((await operations.get_author(call.upstreams, call.cache, data.id)).data)
 
 
-async def _subscribe(call: Call, data: NoData) -> Outcome:
-    call.subscribe(True)
-    return Outcome({"subscribed": True})
+async def _subscribe(call: Call, data: SubscribeData) -> Outcome:
+    return Outcome(await call.subscribe(data.offset))
 
 
 async def _unsubscribe(call: Call, data: NoData) -> Outcome:
-    call.subscribe(False)
+    call.unsubscribe()
     return Outcome({"subscribed": False})
 
 
@@ -160,6 +167,6 @@ HANDLERS: dict[PkgId, Handler] = {
     PkgId.UPDATE_AUTHOR: Handler(Role.UPDATE_AUTHOR, AuthorUpdateData, _update_author),
     PkgId.DELETE_AUTHOR: Handler(Role.DELETE_AUTHOR, AuthorIdData, _delete_author),
     PkgId.GET_AUTHOR: Handler(Role.GET_AUTHORS, AuthorIdData, _get_author),
-    PkgId.SUBSCRIBE_AUTHORS: Handler(Role.GET_AUTHORS, NoData, _subscribe),
+    PkgId.SUBSCRIBE_AUTHORS: Handler(Role.GET_AUTHORS, SubscribeData, _subscribe),
     PkgId.UNSUBSCRIBE_AUTHORS: Handler(Role.GET_AUTHORS, NoData, _unsubscribe),
 }

@@ -38,6 +38,7 @@ class PkgId(IntEnum):
     AUTHOR_CREATED = 100
     AUTHOR_UPDATED = 101
     AUTHOR_DELETED = 102
+    HISTORY_GAP = 103
 
 
 REQUEST_PKG_IDS = frozenset(p for p in PkgId if p < PkgId.AUTHOR_CREATED)
@@ -178,12 +179,13 @@ class JsonCodec:
             separators=(",", ":"),
         )
 
-    def broadcast(self, pkg_id: PkgId, data: Any) -> Frame:
-        """A broadcast frame."""
-        return json.dumps(
-            {"pkg_id": int(pkg_id), "req_id": BROADCAST_REQ_ID, "data": data},
-            separators=(",", ":"),
-        )
+    def broadcast(self, pkg_id: PkgId, data: Any, offset: str | None = None) -> Frame:
+        """A broadcast frame; with its offset on a recoverable subscription."""
+        frame: dict[str, Any] = {"pkg_id": int(pkg_id), "req_id": BROADCAST_REQ_ID}
+        if offset is not None:
+            frame["offset"] = offset
+        frame["data"] = data
+        return json.dumps(frame, separators=(",", ":"))
 
 
 class ProtobufCodec:
@@ -249,12 +251,13 @@ class ProtobufCodec:
             )
         return message.SerializeToString()
 
-    def broadcast(self, pkg_id: PkgId, data: Any) -> Frame:
-        """A broadcast frame."""
+    def broadcast(self, pkg_id: PkgId, data: Any, offset: str | None = None) -> Frame:
+        """A broadcast frame; with its offset on a recoverable subscription."""
         return websocket_pb2.Broadcast(
             pkg_id=int(pkg_id),
             req_id=BROADCAST_REQ_ID,
             data_json=json.dumps(data, separators=(",", ":")),
+            offset=offset or "",
         ).SerializeToString()
 
 

@@ -88,6 +88,11 @@ class Session:
         self._expiry: asyncio.TimerHandle | None = None
         self._schedule_expiry()
 
+    @property
+    def queue_size(self) -> int:
+        """How many frames may wait for this socket."""
+        return self._queue_size
+
     def reauthenticate(self, principal: Principal) -> None:
         """Adopt a fresh token's principal (same user) and its later expiry."""
         self.principal = principal
