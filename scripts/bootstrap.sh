@@ -31,6 +31,9 @@ ticking "installing the Python workspace" uv sync --frozen --quiet --compile-byt
 # Debian's Docker engine when none answers (as root), and the Compose CLI plugin.
 bash scripts/docker-engine.sh install
 bash scripts/install-traefik.sh >/dev/null
+# The log store and its shipper (docs/logging.md), built once and cached.
+bash scripts/install-victorialogs.sh >/dev/null
+bash scripts/install-otelcol.sh >/dev/null
 bash scripts/install-keycloak.sh >/dev/null
 bash scripts/install-buf.sh >/dev/null
 bash scripts/install-ghz.sh >/dev/null

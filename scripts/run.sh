@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole platform natively under supervisord: Keycloak, Traefik, Prometheus,
-# Alertmanager and its alert receiver, and the four services (replicas from
+# Alertmanager and its alert receiver, VictoriaLogs and its log shipper
+# (logs), and the four services (replicas from
 # GATEWAY_REPLICAS, AUTHORS_REPLICAS, AUDIT_REPLICAS, RATELIMIT_REPLICAS), plus
 # PostgreSQL and Redis through their own scripts.
 # Usage:
@@ -60,6 +61,7 @@ Gatehouse is running ($GATEWAY_REPLICAS gateway, $AUTHORS_REPLICAS authors, $AUD
   metrics (internal)  http://$GATEHOUSE_INTERNAL_HOST:8082/metrics/<process>/<replica>
   Traefik dashboard   http://$GATEHOUSE_INTERNAL_HOST:8083/dashboard/
   Prometheus          http://127.0.0.1:9090
+  VictoriaLogs (logs) http://127.0.0.1:9428/select/vmui   (LogsQL API /select/logsql/query; docs/logging.md)
   Alertmanager        http://127.0.0.1:9093
   alert receiver      http://127.0.0.1:9095/notifications
   logs                $GATEHOUSE_STATE/logs
@@ -118,6 +120,8 @@ up() {
   fi
   TRAEFIK_BIN="$(bash "$REPO_ROOT/scripts/install-traefik.sh" 9>&-)"
   bash "$REPO_ROOT/scripts/install-keycloak.sh" >/dev/null 9>&-
+  bash "$REPO_ROOT/scripts/install-victorialogs.sh" >/dev/null 9>&-
+  bash "$REPO_ROOT/scripts/install-otelcol.sh" >/dev/null 9>&-
   # PostgreSQL and Redis outlive this shell: they must not inherit the lock.
   bash "$REPO_ROOT/scripts/postgres.sh" start 9>&-
   bash "$REPO_ROOT/scripts/redis.sh" start 9>&-

@@ -37,6 +37,8 @@ def direct_probes() -> list[Probe]:
         Probe("prometheus", http_ok("http://127.0.0.1:9090/-/ready")),
         Probe("alertmanager", http_ok("http://127.0.0.1:9093/-/ready")),
         Probe("alert-receiver", http_ok("http://127.0.0.1:9095/health")),
+        Probe("victoria-logs", http_ok("http://127.0.0.1:9428/health")),
+        Probe("otelcol", http_ok("http://127.0.0.1:8888/metrics")),
     ]
     for k in range(replicas("gateway")):
         url = f"http://127.0.0.1:{8000 + 100 * k}/health/live"

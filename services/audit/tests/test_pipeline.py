@@ -4,6 +4,8 @@ the repository: what is retried, what is held, what is dropped and how it is cou
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -15,6 +17,7 @@ from gatehouse_audit.pipeline import AuditBatchWriter
 from gatehouse_audit.repository import AuditRepository
 from gatehouse_kit.audit_metrics import AuditCounts
 from gatehouse_kit.errors import InvalidArgument, ResourceExhausted, Unavailable
+from gatehouse_kit.logging import configure_logging
 
 
 class ScriptedRepository:
@@ -51,7 +54,25 @@ def _writer(repo: ScriptedRepository, counts: AuditCounts, **kwargs: Any) -> Aud
     return writer
 
 
-ROWS: list[Row] = [(n,) for n in range(5)]
+def _rows(count: int) -> list[Row]:
+    return [(n, *([""] * (len(COLUMNS) - 1))) for n in range(count)]
+
+
+ROWS = _rows(5)
+
+
+async def test_every_stored_event_logs_one_line_with_its_request_id() -> None:
+    stream = io.StringIO()
+    configure_logging("audit-test", stream=stream)
+    rows = [
+        tuple(f"req-{n}" if column == "request_id" else "" for column in COLUMNS) for n in range(3)
+    ]
+    writer = _writer(ScriptedRepository(), AuditCounts())
+    await (await writer.submit(rows))
+    await writer.drain(1)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    written = [line["request_id"] for line in lines if line["msg"] == "audit_event_written"]
+    assert written == ["req-0", "req-1", "req-2"]
 
 
 async def test_a_batch_failing_every_attempt_is_dropped_as_write_failed() -> None:
@@ -148,10 +169,6 @@ class RefusingRepository(ScriptedRepository):
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         self.letters.extend(letters)
-
-
-def _rows(count: int) -> list[Row]:
-    return [(n, *([""] * (len(COLUMNS) - 1))) for n in range(count)]
 
 
 async def test_a_refused_batch_is_split_down_to_its_refused_rows_without_retrying_them() -> None:

@@ -115,6 +115,30 @@ async def test_unary_calls_carry_the_callers_request_id(served: Served) -> None:
     assert [line["request_id"] for line in handled] == ["req-of-the-caller"]
 
 
+async def test_every_call_logs_one_line_with_its_request_id_method_status_and_duration(
+    served: Served,
+) -> None:
+    _, _, channel = served
+    stream = io.StringIO()
+    configure_logging("kit-test", stream=stream)
+    stub = authors_pb2_grpc.AuthorsServiceStub(channel)
+    await stub.GetAuthor(
+        authors_pb2.GetAuthorRequest(id=3), metadata=[("x-request-id", "req-ok")], timeout=2
+    )
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.GetAuthor(
+            authors_pb2.GetAuthorRequest(id=404), metadata=[("x-request-id", "req-404")], timeout=2
+        )
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    calls = [line for line in lines if line.get("msg") == "grpc_request"]
+    assert [(line["request_id"], line["status"]) for line in calls] == [
+        ("req-ok", "OK"),
+        ("req-404", "NOT_FOUND"),
+    ]
+    assert {line["grpc_method"] for line in calls} == {f"{SERVICE}/GetAuthor"}
+    assert all(line["duration_ms"] >= 0 and line["level"] == "info" for line in calls)
+
+
 async def test_domain_errors_map_to_status_codes_with_details(served: Served) -> None:
     _, _, channel = served
     stub = authors_pb2_grpc.AuthorsServiceStub(channel)

@@ -37,7 +37,7 @@ import stamina
 import structlog
 from prometheus_client import Counter
 
-from gatehouse_audit.events import DeadLetter, Row, row_dead_letter
+from gatehouse_audit.events import COLUMNS, DeadLetter, Row, row_dead_letter
 from gatehouse_audit.repository import AuditRepository, is_refusal, is_unreachable
 from gatehouse_kit.audit_metrics import AUDIT_BATCH_SIZE, AUDIT_COUNTS, AuditCounts
 from gatehouse_kit.errors import InvalidArgument, ResourceExhausted, Unavailable
@@ -45,6 +45,11 @@ from gatehouse_kit.errors import InvalidArgument, ResourceExhausted, Unavailable
 log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
+
+# Where a row holds what its stored event's log line carries.
+_REQUEST_ID = COLUMNS.index("request_id")
+_ACTION = COLUMNS.index("action_type")
+_STATUS = COLUMNS.index("response_status")
 
 AUDIT_DEAD_LETTERS = Counter(
     "audit_dead_letters_total",
@@ -263,6 +268,15 @@ class AuditBatchWriter:
             await self._store(rows[middle:], progress)
             return
         progress.committed += len(rows)
+        # One line per stored event, with the request id of the request that caused it
+        # (docs/logging.md): the audit writer's part of that request's lines.
+        for row in rows:
+            log.info(
+                "audit_event_written",
+                request_id=row[_REQUEST_ID],
+                action=row[_ACTION],
+                status=row[_STATUS],
+            )
 
     async def _retrying(self, write: Callable[[_T], Awaitable[None]], items: _T) -> None:
         """`write(items)`, retried: without end while the database is unreachable, up to

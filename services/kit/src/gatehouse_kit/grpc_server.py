@@ -92,6 +92,9 @@ async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
+# Services whose calls are not logged one by one: the health checks of Traefik and probes.
+_UNLOGGED_SERVICES = frozenset({"grpc.health.v1.Health"})
+
 # A call that arrives without a request id gets one of these: unique per process and
 # far cheaper than a UUID, on a path that every such call takes.
 _CALL_ID_PREFIX = f"grpc-{uuid.uuid4().hex[:12]}-"
@@ -163,6 +166,15 @@ class _Method:
             handled = self._handled[code] = GRPC_HANDLED.labels(self._service, self._short, code)
         handled.inc()
         self._handling.observe(time.perf_counter() - started)
+        # One line per call (its method is bound as grpc_method), with the caller's request
+        # id (docs/logging.md): a request is followed from the edge through every service
+        # it reached by that id alone. Health checks, every few seconds, are left out.
+        if self._service not in _UNLOGGED_SERVICES:
+            log.info(
+                "grpc_request",
+                status=code,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
 
 
 class _ObservingInterceptor(grpc.aio.ServerInterceptor):

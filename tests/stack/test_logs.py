@@ -1,0 +1,164 @@
+"""Every process's log in one store (docs/logging.md), against the native stack's real
+VictoriaLogs and its shipper: one query finds a request's lines in each process it
+reached, lines written while the store is down arrive once it is back (or their drop is
+counted), and no credential a request carries is stored."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.harness.stack import Stack
+from tests.sre.prometheus import poll
+
+LOGS_URL = "http://127.0.0.1:9428"
+SHIPPER_METRICS_URL = "http://127.0.0.1:8888/metrics"
+# Drops the shipper counts (docs/logging.md, Delivery, buffering and drops).
+DROP_METRICS = (
+    "otelcol_exporter_enqueue_failed_log_records_total",
+    "otelcol_exporter_send_failed_log_records_total",
+)
+# How long a line may take from its file into the store on a loaded machine.
+SHIPPED_WITHIN = 120.0
+
+
+async def query(logsql: str, start: float | None = None) -> list[dict[str, Any]]:
+    """The entries of a LogsQL query (from `start`, a Unix time, when given)."""
+    params = {"query": logsql}
+    if start is not None:
+        params["start"] = f"{start:.3f}"
+    async with httpx.AsyncClient(timeout=60) as client:
+        response = await client.get(f"{LOGS_URL}/select/logsql/query", params=params)
+    response.raise_for_status()
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+async def drops() -> float:
+    """Log records the shipper has dropped since it started."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        page = (await client.get(SHIPPER_METRICS_URL)).text
+    total = 0.0
+    for name in DROP_METRICS:
+        for match in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", page, re.M):
+            total += float(match.group(1))
+    return total
+
+
+async def services_of(request_id: str, wanted: set[str]) -> set[str]:
+    """The processes whose lines carry `request_id`, once they include `wanted`."""
+
+    async def found() -> set[str] | None:
+        entries = await query(f'request_id:="{request_id}"')
+        services = {entry["service"] for entry in entries}
+        return services if services >= wanted else None
+
+    return await poll(found, SHIPPED_WITHIN, f"lines of {sorted(wanted)} for {request_id}")
+
+
+async def test_one_query_finds_a_requests_lines_in_every_process_it_reached(
+    native_stack: Stack,
+) -> None:
+    request_id = f"logs-{uuid.uuid4()}"
+    token = native_stack.token("editor")
+    async with httpx.AsyncClient(base_url=native_stack.web_url, timeout=30) as web:
+        response = await web.post(
+            "/authors",
+            json={"name": f"Logged {request_id}"},
+            headers={"Authorization": f"Bearer {token}", "X-Request-ID": request_id},
+        )
+    assert response.status_code == 201, response.text
+    # Traefik's access line, the gateway's, the authors service that created the author
+    # and the audit writer that stored the event.
+    services = await services_of(request_id, {"traefik", "gateway", "authors", "audit"})
+    assert len(services) >= 4
+    entries = await query(f'request_id:="{request_id}" service:gateway _msg:=http_request')
+    assert [(entry["route"], entry["status"]) for entry in entries] == [("/authors", "201")]
+    assert float(entries[0]["duration_ms"]) > 0
+    assert entries[0]["user_id"]
+    assert entries[0]["replica"].isdigit()
+
+
+async def test_lines_written_while_the_store_is_down_arrive_once_it_is_back(
+    native_stack: Stack,
+) -> None:
+    dropped_before = await drops()
+    prefix = f"outage-{uuid.uuid4().hex[:12]}"
+    request_ids = [f"{prefix}-{n}" for n in range(20)]
+    native_stack.stop("victoria-logs")
+    try:
+        async with httpx.AsyncClient(base_url=native_stack.web_url, timeout=30) as web:
+            for request_id in request_ids:
+                response = await web.get("/health/live", headers={"X-Request-ID": request_id})
+                assert response.status_code == 200
+    finally:
+        native_stack.start("victoria-logs")
+
+    async def all_arrived() -> bool | None:
+        entries = await query(f'service:gateway request_id:"{prefix}"')
+        arrived = {entry["request_id"] for entry in entries}
+        return True if arrived >= set(request_ids) else None
+
+    try:
+        await poll(all_arrived, SHIPPED_WITHIN, f"the {len(request_ids)} lines of {prefix}")
+    except AssertionError:
+        # Whatever did not arrive must have been counted as dropped.
+        assert await drops() > dropped_before
+        raise
+    assert await drops() == dropped_before
+
+
+async def test_no_token_password_or_cookie_a_request_carries_is_stored(
+    native_stack: Stack,
+) -> None:
+    started = time.time() - 5
+    token = native_stack.token("viewer")
+    password = f"pw-{secrets.token_hex(16)}"
+    cookie = f"ck-{secrets.token_hex(16)}"
+    request_id = f"secrets-{uuid.uuid4()}"
+    async with httpx.AsyncClient(base_url=native_stack.web_url, timeout=30) as web:
+        # A bearer token and a cookie through the gateway ...
+        read = await web.get(
+            "/authors",
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Cookie": f"session={cookie}",
+                "X-Request-ID": request_id,
+            },
+        )
+        assert read.status_code == 200
+        # ... a wrong password in a body to Keycloak through the same edge ...
+        refused = native_stack.token_response("viewer", password)
+        assert refused.status_code == 401
+        # ... and a password in a body to the gateway.
+        await web.post(
+            "/authors",
+            json={"name": "x", "password": password},
+            headers={"Authorization": f"Bearer {token}", "X-Request-ID": f"{request_id}-body"},
+        )
+    # Once the later request's lines are in, so are the earlier ones'.
+    await services_of(f"{request_id}-body", {"traefik", "gateway"})
+    stored = json.dumps(await query("*", start=started))
+    signature = token.rsplit(".", 1)[1]
+    for secret in (token, signature, password, cookie):
+        assert secret not in stored
+    # The access line shows that an Authorization header came, redacted.
+    assert "REDACTED" in json.dumps(await query(f'request_id:="{request_id}" service:traefik'))
+
+
+async def test_the_stores_api_and_ui_are_not_reachable_through_the_public_entrypoint(
+    native_stack: Stack,
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        direct = await client.get(f"{LOGS_URL}/select/logsql/query", params={"query": "*"})
+    assert direct.status_code == 200
+    async with httpx.AsyncClient(timeout=30, verify=native_stack.tls_context()) as client:
+        for url in (native_stack.web_url, native_stack.https_url):
+            for path in ("/select/logsql/query?query=*", "/select/vmui/", "/insert/jsonline"):
+                answer = await client.get(f"{url}{path}")
+                assert answer.status_code == 404, f"{url}{path}: {answer.status_code}"
