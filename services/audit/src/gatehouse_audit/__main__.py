@@ -12,6 +12,7 @@ from gatehouse_audit.settings import Settings
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
 from gatehouse_kit.runtime import run
+from gatehouse_kit.tracing import configure_tracing
 
 
 async def _serve(settings: Settings) -> None:
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         upgrade(settings.database_url)
     else:
+        configure_tracing("audit", settings, instrument=("asyncpg",))
         run(_serve(settings))
 
 

@@ -17,6 +17,7 @@ from gatehouse_authors.settings import Settings
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
 from gatehouse_kit.runtime import run
+from gatehouse_kit.tracing import configure_tracing
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,7 @@ def main() -> None:
         return
     if settings.migrates_on_start:
         migrate.upgrade(settings.database_url)
+    configure_tracing("authors", settings, instrument=("asyncpg", "redis"))
     run(_serve(settings))
 
 

@@ -15,6 +15,7 @@ from gatehouse_gateway.settings import Settings
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
 from gatehouse_kit.runtime import run
+from gatehouse_kit.tracing import configure_tracing
 
 
 def main() -> None:
@@ -23,6 +24,7 @@ def main() -> None:
     configure_logging(
         "gateway", settings.log_level, settings.log_json, flush_seconds=settings.log_flush_seconds
     )
+    configure_tracing("gateway", settings, edge=True)
     metrics = MetricsServer(settings.bind_host, settings.metrics_port)
     app = create_app(settings)
     config = uvicorn_config(settings, app)

@@ -19,10 +19,12 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from opentelemetry.trace import StatusCode
 from prometheus_client import Counter, Histogram
 
 from gatehouse_kit.errors import InvalidArgument, ServiceError
 from gatehouse_kit.logging import request_id_var, sane_request_id
+from gatehouse_kit.tracing import TRACEPARENT_KEY, exemplar, traced
 
 log = structlog.get_logger(__name__)
 
@@ -101,27 +103,36 @@ _CALL_ID_PREFIX = f"grpc-{uuid.uuid4().hex[:12]}-"
 _call_ids = itertools.count(1)
 
 
-def _request_id(context: Context) -> str:
+def _call_metadata(context: Context) -> tuple[str, str | None]:
+    """The call's request id (its own, or a new one) and its W3C traceparent, if any."""
+    request_id = traceparent = None
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str):
-            return sane_request_id(value)
-    return f"{_CALL_ID_PREFIX}{next(_call_ids)}"
+        if key == REQUEST_ID_KEY and request_id is None and isinstance(value, str):
+            request_id = sane_request_id(value)
+        elif key == TRACEPARENT_KEY and traceparent is None and isinstance(value, str):
+            traceparent = value
+    return request_id or f"{_CALL_ID_PREFIX}{next(_call_ids)}", traceparent
 
 
 class _Observation:
-    """One call of one method: binds its request id, then counts, times and maps its
-    outcome. A class rather than a generator-based context manager: it runs for every
-    call, and this form costs a fraction of the CPU."""
+    """One call of one method: binds its request id and trace context (a server span when
+    the call is sampled), then counts, times and maps its outcome. A class rather than a
+    generator-based context manager: it runs for every call, and this form costs a
+    fraction of the CPU."""
 
-    __slots__ = ("_context", "_method", "_started")
+    __slots__ = ("_context", "_method", "_started", "_traced")
 
     def __init__(self, method: _Method, context: Context) -> None:
         self._method = method
         self._context = context
         self._started = 0.0
+        self._traced: traced | None = None
 
     async def __aenter__(self) -> None:
-        request_id_var.set(_request_id(self._context))
+        request_id, traceparent = _call_metadata(self._context)
+        request_id_var.set(request_id)
+        self._traced = traced(traceparent, self._method.name, attributes=self._method.attributes)
+        self._traced.__enter__()
         structlog.contextvars.bind_contextvars(grpc_method=self._method.name)
         self._started = time.perf_counter()
 
@@ -146,17 +157,31 @@ class _Observation:
                 await _abort_for(error, context)
             return False
         finally:
-            self._method.finished(code or _code_name(context), self._started)
+            code = code or _code_name(context)
+            self._method.finished(code, self._started)
+            if self._traced is not None:
+                span = self._traced.span
+                if span is not None:
+                    span.set_attribute("rpc.grpc.status_code", _CODE_VALUES.get(code, 2))
+                    if code != "OK":
+                        span.set_status(StatusCode.ERROR, code)
+                self._traced.__exit__(None, None, None)
 
 
 class _Method:
     """What every call of one method shares: its names and its metric children."""
 
-    __slots__ = ("_handled", "_handling", "_service", "_short", "name")
+    __slots__ = ("_handled", "_handling", "_service", "_short", "attributes", "name")
 
     def __init__(self, full_method: str) -> None:
         self._service, self._short = _split_method(full_method)
         self.name = f"{self._service}/{self._short}"
+        # A sampled call's server span (OpenTelemetry's RPC conventions).
+        self.attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": self._service,
+            "rpc.method": self._short,
+        }
         self._handling = GRPC_HANDLING.labels(self._service, self._short)
         self._handled: dict[str, Any] = {}
 
@@ -165,7 +190,7 @@ class _Method:
         if handled is None:
             handled = self._handled[code] = GRPC_HANDLED.labels(self._service, self._short, code)
         handled.inc()
-        self._handling.observe(time.perf_counter() - started)
+        self._handling.observe(time.perf_counter() - started, exemplar())
         # One line per call (its method is bound as grpc_method), with the caller's request
         # id (docs/logging.md): a request is followed from the edge through every service
         # it reached by that id alone. Health checks, every few seconds, are left out.
@@ -262,6 +287,7 @@ def _is_abort(error: BaseException) -> bool:
 
 
 _CODE_NAMES = {status.value[0]: status.name for status in grpc.StatusCode}
+_CODE_VALUES = {status.name: status.value[0] for status in grpc.StatusCode}
 
 
 def _code_name(context: Context) -> str:

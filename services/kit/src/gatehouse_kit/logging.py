@@ -1,4 +1,4 @@
-"""structlog JSON logging with the request id carried in a context variable.
+"""structlog JSON logging with the request id and trace id carried in context variables.
 
 Lines are written in batches: a warning or worse at once (with every line before it),
 the others within `flush_seconds` (`LOG_FLUSH_SECONDS`), when 64 KiB are pending, and at
@@ -20,6 +20,8 @@ from contextvars import ContextVar
 from typing import TextIO
 
 import structlog
+
+from gatehouse_kit.tracing import traceparent_var
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -43,6 +45,11 @@ def _add_request_id(
     request_id = request_id_var.get()
     if request_id is not None:
         event_dict.setdefault("request_id", request_id)
+    traceparent = traceparent_var.get()
+    if traceparent is not None:
+        # The trace id of the request's W3C trace context, sampled or not
+        # (gatehouse_kit.tracing): the line and the trace are found by the same id.
+        event_dict.setdefault("trace_id", traceparent[3:35])
     return event_dict
 
 

@@ -14,6 +14,7 @@ from gatehouse_kit.grpc_server import GrpcService
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.metrics import MetricsServer
 from gatehouse_kit.runtime import run
+from gatehouse_kit.tracing import configure_tracing
 from gatehouse_protos.ratelimit.v1 import ratelimit_pb2_grpc
 from gatehouse_ratelimit.leases import ConnectionLeases
 from gatehouse_ratelimit.limiter import RateLimiter
@@ -107,6 +108,7 @@ def main() -> None:
     configure_logging(
         "ratelimit", settings.log_level, settings.log_json, flush_seconds=settings.log_flush_seconds
     )
+    configure_tracing("ratelimit", settings, instrument=("redis",))
     run(_serve(settings))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
+from opentelemetry.trace import Span, StatusCode
 from prometheus_client import Counter, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.routing import BaseRoute
@@ -37,6 +38,13 @@ from gatehouse_gateway.http import docs
 from gatehouse_gateway.http.client_ip import TrustedProxies
 from gatehouse_gateway.ratelimiting import RateDecision
 from gatehouse_kit.logging import request_id_var, sane_request_id
+from gatehouse_kit.tracing import (
+    TRACEPARENT_KEY,
+    exemplar,
+    traced,
+    traceparent_var,
+    valid_traceparent,
+)
 
 log = structlog.get_logger("gatehouse_gateway.access")
 
@@ -137,7 +145,7 @@ class EdgeMiddleware:
 
     async def _upgrade(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A WebSocket: identified like a request; its upgrade answer gets the edge headers."""
-        self.identify(scope)
+        headers = self.identify(scope)
         request_id: str = scope["state"]["request_id"]
         added = edge_headers(request_id, scope["path"])
 
@@ -147,9 +155,12 @@ class EdgeMiddleware:
             await send(message)
 
         token = request_id_var.set(request_id)
+        # The socket's messages continue the upgrade's trace (websocket.endpoint).
+        trace_token = traceparent_var.set(valid_traceparent(headers.get(TRACEPARENT_KEY)))
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            traceparent_var.reset(trace_token)
             request_id_var.reset(token)
 
 
@@ -170,11 +181,16 @@ class _Exchange:
         self.state: dict[str, Any] = scope["state"]
         self.request_id: str = self.state["request_id"]
         self.client_ip: str = self.state["client_ip"]
+        self.span: Span | None = None
 
     async def run(self) -> None:
         token = request_id_var.set(self.request_id)
         try:
-            await self._call_app()
+            # A span only when the request is sampled (gatehouse_kit.tracing); named by its
+            # route once routed.
+            with traced(self.headers.get(TRACEPARENT_KEY), self.scope["method"]) as span:
+                self.span = span
+                await self._call_app()
         finally:
             request_id_var.reset(token)
 
@@ -238,7 +254,9 @@ class _Exchange:
         endpoint = getattr(route, "path", None) or UNMATCHED
         method: str = self.scope["method"]
         HTTP_REQUESTS.labels(method, endpoint, str(self.status)).inc()
-        HTTP_DURATION.labels(method, endpoint).observe(elapsed)
+        HTTP_DURATION.labels(method, endpoint).observe(elapsed, exemplar())
+        if self.span is not None:
+            self._describe(self.span, endpoint)
         principal: Principal | None = self.state.get("principal")
         error: ApiError | None = self.state.get("error")
         log.info(
@@ -296,6 +314,22 @@ class _Exchange:
                 duration_ms=elapsed * 1000,
             )
         )
+
+    def _describe(self, span: Span, endpoint: str) -> None:
+        """A sampled request's span, by OpenTelemetry's HTTP conventions."""
+        method: str = self.scope["method"]
+        span.update_name(f"{method} {endpoint}")
+        span.set_attributes(
+            {
+                "http.request.method": method,
+                "http.route": endpoint,
+                "url.path": self.scope["path"],
+                "http.response.status_code": self.status,
+                "client.address": self.client_ip,
+            }
+        )
+        if self.status >= 500:
+            span.set_status(StatusCode.ERROR)
 
     def _request_data(self) -> dict[str, Any] | None:
         data: dict[str, Any] = {}

@@ -62,6 +62,7 @@ from gatehouse_gateway.websocket.session import (
     Session,
 )
 from gatehouse_kit.logging import request_id_var
+from gatehouse_kit.tracing import traced, traceparent_var
 
 log = structlog.get_logger(__name__)
 
@@ -366,7 +367,17 @@ class _Dispatcher:
             return
         token = request_id_var.set(decoded.req_id)
         try:
-            await self._answer(decoded, started)
+            # Each message is a span of the upgrade's trace when that is sampled (at the
+            # edge's ratio when the upgrade came without one); its calls carry it on.
+            with traced(traceparent_var.get(), f"WS {decoded.pkg_id.name}") as span:
+                if span is not None:
+                    span.set_attributes(
+                        {
+                            "gatehouse.ws.pkg_id": int(decoded.pkg_id),
+                            "gatehouse.ws.req_id": decoded.req_id,
+                        }
+                    )
+                await self._answer(decoded, started)
         finally:
             request_id_var.reset(token)
 
