@@ -27,6 +27,14 @@ _KEYWORDS = frozenset(
 )
 # Series Prometheus makes itself rather than reading them from a /metrics page.
 SYNTHETIC_METRICS = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
+# Counters exposed only from their first increment: the log shipper's drops (an
+# OpenTelemetry Collector creates a series when it first records to it).
+FIRST_INCREMENT_METRICS = frozenset(
+    {
+        "otelcol_exporter_enqueue_failed_log_records_total",
+        "otelcol_exporter_send_failed_log_records_total",
+    }
+)
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
