@@ -22,6 +22,8 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY protos/ protos/
 COPY services/ services/
+# A workspace member (the SDK): read by uv, not installed without the dev group.
+COPY clients/ clients/
 # The locked runtime dependencies and the workspace packages, no dev tools, no editables.
 RUN /opt/uv/bin/uv sync --frozen --no-dev --no-editable
 

@@ -55,7 +55,7 @@ lint: k8s-check ## ruff, mypy --strict, buf lint and breaking, amtool check-conf
 	@amtool check-config deploy/alertmanager/alertmanager.yml
 	@uv run ruff check .
 	@uv run ruff format --check .
-	@uv run --group bench mypy services tests benchmarks scripts
+	@uv run --group bench mypy services clients tests benchmarks scripts
 
 k8s-check: ## the Helm chart linted, rendered and validated against the Kubernetes and CRD schemas, offline
 	@uv run python scripts/k8s_check.py

@@ -64,6 +64,24 @@ async def test_valid_token_gives_the_principal_with_client_and_realm_roles(
     )
 
 
+async def test_another_clients_token_for_this_api_carries_this_apis_roles_only(
+    verifier: TokenVerifier, realm: Realm
+) -> None:
+    # A token of the realm's console client: issued to it (azp), for this API (aud); the
+    # roles are this API's client roles, never another client's of the same names.
+    token = realm.token(
+        "viewer",
+        azp="gatehouse-console",
+        aud=[CLIENT_ID],
+        resource_access={
+            CLIENT_ID: {"roles": ["get-authors"]},
+            "gatehouse-console": {"roles": ["admin"]},
+        },
+    )
+    principal = await verifier.verify(token)
+    assert principal.roles == frozenset({"get-authors", "offline_access"})
+
+
 async def test_verified_tokens_are_cached_and_keys_fetched_once(
     verifier: TokenVerifier, realm: Realm
 ) -> None:

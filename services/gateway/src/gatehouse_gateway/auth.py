@@ -211,8 +211,10 @@ def _for_client(claims: dict[str, Any], client_id: str) -> bool:
 
 
 def _principal(claims: dict[str, Any], client_id: str) -> Principal:
+    # This API's own client roles, whichever client of the realm the token was issued to
+    # (azp): the console's and services' tokens carry them for their audience.
     roles: set[str] = set()
-    client = (claims.get("resource_access") or {}).get(claims.get("azp") or client_id) or {}
+    client = (claims.get("resource_access") or {}).get(client_id) or {}
     roles.update(r for r in client.get("roles", []) if isinstance(r, str))
     realm = claims.get("realm_access") or {}
     roles.update(r for r in realm.get("roles", []) if isinstance(r, str))
