@@ -38,7 +38,9 @@ bash scripts/install-keycloak.sh >/dev/null
 bash scripts/install-buf.sh >/dev/null
 bash scripts/install-ghz.sh >/dev/null
 bash scripts/install-vegeta.sh >/dev/null
-# The Helm chart's check (`make k8s-check`): Helm, and the Kubernetes and CRD schemas.
+# The Helm chart's check (`make k8s-check`): Helm, and the Kubernetes and CRD schemas;
+# its server-side dry run (tests/test_helm_apiserver.py): kube-apiserver and etcd.
 bash scripts/install-helm.sh >/dev/null
 bash scripts/install-k8s-schemas.sh >/dev/null
+bash scripts/install-kube-apiserver.sh >/dev/null
 log "ready"
