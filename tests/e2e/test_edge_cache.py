@@ -1,7 +1,7 @@
 """The gateways' edge cache of author reads, with two replicas (docs/performance.md,
 Edge cache): a write through either replica is read through the other as soon as its
-change event arrives; a change whose event never comes is served stale for at most the
-cache's TTL; and the cache really answers (its hits are counted)."""
+change event arrives; a change whose event never comes (or comes late) is served stale
+for at most the cache's TTL; and the cache really answers (its hits are counted)."""
 
 from __future__ import annotations
 
@@ -118,8 +118,9 @@ async def test_a_change_without_an_event_is_stale_for_at_most_the_ttl(
     replicated: Stack, tokens: Tokens, replicas: list[httpx.AsyncClient]
 ) -> None:
     """A change committed with no event (here: written to PostgreSQL behind the authors
-    service's back, as when a publish fails after the commit) is served by a replica that
-    cached the author before for no longer than the TTL."""
+    service's back; the service's own writes always have one, but it may come late while
+    no relay can publish it) is served by a replica that cached the author before for no
+    longer than the TTL."""
     assert replicated.native, "the test writes to the native stack's authors database"
     admin = await tokens.headers("admin")
     reads = await tokens.headers("admin")
