@@ -2,7 +2,7 @@
 # Installs everything Gatehouse needs on a fresh Debian 12 machine, idempotently, from
 # Debian's archive, PyPI, the Go module proxy and Maven Central: Debian packages (Chromium
 # for the browser tests among them), uv and the Python workspace, Go (when the machine's
-# is missing or too old), Traefik (built once and cached), Java 21+ and Keycloak (fetched
+# is missing or too old), Traefik and Jaeger (built once and cached), Java 21+ and Keycloak (fetched
 # once and cached), buf, ghz and vegeta (built once and cached). The first run says what
 # each slow step does; a second run takes seconds.
 source "$(dirname "$0")/lib.sh"
@@ -31,6 +31,7 @@ ticking "installing the Python workspace" uv sync --frozen --quiet --compile-byt
 # Debian's Docker engine when none answers (as root), and the Compose CLI plugin.
 bash scripts/docker-engine.sh install
 bash scripts/install-traefik.sh >/dev/null
+bash scripts/install-jaeger.sh >/dev/null
 # The log store and its shipper (docs/logging.md), built once and cached.
 bash scripts/install-victorialogs.sh >/dev/null
 bash scripts/install-otelcol.sh >/dev/null

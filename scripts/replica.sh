@@ -18,5 +18,9 @@ case "$process" in
   *) echo "unknown process: $process" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
+# The stack's tracing settings as they stand now (written by scripts/run.sh; docs/tracing.md).
+if [ -n "${GATEHOUSE_STATE:-}" ] && [ -f "$GATEHOUSE_STATE/tracing.env" ]; then
+  set -a && source "$GATEHOUSE_STATE/tracing.env" && set +a
+fi
 # uv forwards SIGTERM to the service, which then drains in-flight work.
 exec uv run --frozen python -m "gatehouse_$process"

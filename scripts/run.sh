@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole platform natively under supervisord: Keycloak, Traefik, Prometheus,
-# Alertmanager and its alert receiver, VictoriaLogs and its log shipper
+# Alertmanager and its alert receiver, Jaeger (traces), VictoriaLogs and its log shipper
 # (logs), and the four services (replicas from
 # GATEWAY_REPLICAS, AUTHORS_REPLICAS, AUDIT_REPLICAS, RATELIMIT_REPLICAS), plus
 # PostgreSQL and Redis through their own scripts.
@@ -61,6 +61,7 @@ Gatehouse is running ($GATEWAY_REPLICAS gateway, $AUTHORS_REPLICAS authors, $AUD
   metrics (internal)  http://$GATEHOUSE_INTERNAL_HOST:8082/metrics/<process>/<replica>
   Traefik dashboard   http://$GATEHOUSE_INTERNAL_HOST:8083/dashboard/
   Prometheus          http://127.0.0.1:9090
+  Jaeger (traces)     http://127.0.0.1:16686   (query API /api/traces/<trace id>; OTLP 127.0.0.1:4317)
   VictoriaLogs (logs) http://127.0.0.1:9428/select/vmui   (LogsQL API /select/logsql/query; docs/logging.md)
   Alertmanager        http://127.0.0.1:9093
   alert receiver      http://127.0.0.1:9095/notifications
@@ -120,6 +121,7 @@ up() {
   fi
   TRAEFIK_BIN="$(bash "$REPO_ROOT/scripts/install-traefik.sh" 9>&-)"
   bash "$REPO_ROOT/scripts/install-keycloak.sh" >/dev/null 9>&-
+  bash "$REPO_ROOT/scripts/install-jaeger.sh" >/dev/null 9>&-
   bash "$REPO_ROOT/scripts/install-victorialogs.sh" >/dev/null 9>&-
   bash "$REPO_ROOT/scripts/install-otelcol.sh" >/dev/null 9>&-
   # PostgreSQL and Redis outlive this shell: they must not inherit the lock.
@@ -132,6 +134,11 @@ up() {
   printf 'GATEWAY_REPLICAS=%s\nAUTHORS_REPLICAS=%s\nAUDIT_REPLICAS=%s\nRATELIMIT_REPLICAS=%s\nGATEHOUSE_INTERNAL_HOST=%s\n' \
     "$GATEWAY_REPLICAS" "$AUTHORS_REPLICAS" "$AUDIT_REPLICAS" "$RATELIMIT_REPLICAS" \
     "$GATEHOUSE_INTERNAL_HOST" > "$GATEHOUSE_STATE/replicas.env"
+  # The stack's tracing settings (docs/tracing.md), read again at each start of Traefik and
+  # of every replica: edited, they apply to the programs restarted after.
+  for name in TRACING_ENABLED TRACING_SAMPLE_RATIO TRACING_OTLP_ENDPOINT; do
+    [ -z "${!name+set}" ] || printf '%s=%q\n' "$name" "${!name}"
+  done > "$GATEHOUSE_STATE/tracing.env"
   # Prometheus resolves targets/ and rules/ beside its configuration file.
   ln -sfn "$REPO_ROOT/deploy/prometheus/prometheus.yml" "$GATEHOUSE_STATE/prometheus/prometheus.yml"
   ln -sfn "$REPO_ROOT/deploy/prometheus/rules" "$GATEHOUSE_STATE/prometheus/rules"

@@ -7,6 +7,12 @@
 #     a private interface's address on a host whose internal clients live elsewhere;
 #     0.0.0.0 (every interface) only where every interface is private, as inside a
 #     compose container. Anything else is refused (exit 2) and nothing is written.
+# and its tracing block (docs/tracing.md) from the variables every process reads:
+#   TRACING_ENABLED       false (or 0, no, off) drops the block: Traefik traces nothing
+#   TRACING_SAMPLE_RATIO  sampleRate, a number from 0 to 1 (default 0.01, as in the file)
+#   TRACING_OTLP_ENDPOINT the collector's OTLP/gRPC address, [http://]host:port
+#     (default http://127.0.0.1:4317, as in the file)
+# A value of either that is not of that form is refused (exit 2), and nothing is written.
 # Usage: traefik-config.sh <output file>
 set -euo pipefail
 out="${1:?usage: $0 <output file>}"
@@ -16,8 +22,23 @@ if ! [[ "$bind" =~ ^$octet\.$octet\.$octet\.$octet$ ]]; then
   echo "GATEHOUSE_INTERNAL_BIND_ADDRESS must be an IPv4 address such as 127.0.0.1 or 10.0.0.5, not '$bind'" >&2
   exit 2
 fi
+ratio="${TRACING_SAMPLE_RATIO:-0.01}"
+if ! [[ "$ratio" =~ ^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$ ]]; then
+  echo "TRACING_SAMPLE_RATIO must be a number from 0 to 1 such as 0.01, not '$ratio'" >&2
+  exit 2
+fi
+endpoint="${TRACING_OTLP_ENDPOINT:-http://127.0.0.1:4317}"
+if ! [[ "$endpoint" =~ ^(http://)?([A-Za-z0-9.-]+:[0-9]{1,5})/?$ ]]; then
+  echo "TRACING_OTLP_ENDPOINT must be [http://]host:port such as http://127.0.0.1:4317, not '$endpoint'" >&2
+  exit 2
+fi
+endpoint="${BASH_REMATCH[2]}"
+case "${TRACING_ENABLED:-true}" in
+  [Ff][Aa][Ll][Ss][Ee] | 0 | [Nn][Oo] | [Oo][Ff][Ff]) tracing='/^tracing:/,/^$/d' ;;
+  *) tracing="s/^  sampleRate: .*/  sampleRate: $ratio/; s/^      endpoint: 127\.0\.0\.1:4317$/      endpoint: $endpoint/" ;;
+esac
 source_file="$(cd "$(dirname "$0")/.." && pwd)/deploy/traefik/traefik.yml"
 mkdir -p "$(dirname "$out")"
-sed "s/^\(    address: \"\)127\.0\.0\.1:/\1$bind:/" "$source_file" > "$out.tmp"
+sed "s/^\(    address: \"\)127\.0\.0\.1:/\1$bind:/; $tracing" "$source_file" > "$out.tmp"
 # Replaced whole, never half-written.
 mv "$out.tmp" "$out"

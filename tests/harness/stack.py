@@ -77,6 +77,8 @@ class Stack:
     keycloak_direct_url: str
     native: bool
     state_dir: Path | None = None
+    # The trace backend's query API (Jaeger, docs/tracing.md).
+    tracing_url: str = "http://127.0.0.1:16686"
 
     def replicas(self, process: str) -> int:
         """How many replicas of `process` (gateway, authors, audit, ratelimit) run.
@@ -184,6 +186,7 @@ def stack_from_env(web_url: str) -> Stack:
         alert_receiver_url=env("GATEHOUSE_STACK_ALERT_RECEIVER_URL", f"http://{host}:9095"),
         keycloak_direct_url=env("GATEHOUSE_STACK_KEYCLOAK_DIRECT_URL", f"http://{host}:8180"),
         native=False,
+        tracing_url=env("GATEHOUSE_STACK_TRACING_URL", f"http://{host}:16686"),
     )
 
 

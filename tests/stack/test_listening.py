@@ -18,7 +18,10 @@ from tests.harness.stack import Stack
 PUBLIC_PORTS = {8080, 8443}
 # Ports the native stack must be found listening on, so that a discovery that misses
 # processes cannot pass unnoticed.
-EXPECTED_PORTS = {8080, 8443, 8081, 8082, 8083, 8180, 9000, 9090, 9093, 9095, 5432, 6379}
+EXPECTED_PORTS = {
+    *(8080, 8443, 8081, 8082, 8083, 8180, 9000, 9090, 9093, 9095, 5432, 6379),
+    *(4317, 4318, 16685, 16686, 13133),  # Jaeger
+}
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
 POSTGRES_PID_FILE = Path("/var/run/postgresql/15-main.pid")
 

@@ -18,11 +18,22 @@ INTERNAL = {"grpc": 8081, "metrics": 8082, "traefik": 8083}
 PUBLIC = {"web": ":8080", "websecure": ":8443"}
 
 
-def render(out: Path, bind: str | None) -> subprocess.CompletedProcess[str]:
-    """Run the script into `out`, with GATEHOUSE_INTERNAL_BIND_ADDRESS set to `bind`."""
-    env = {k: v for k, v in os.environ.items() if k != "GATEHOUSE_INTERNAL_BIND_ADDRESS"}
+# What the script reads from the environment.
+RENDERED_FROM = (
+    "GATEHOUSE_INTERNAL_BIND_ADDRESS",
+    "TRACING_ENABLED",
+    "TRACING_SAMPLE_RATIO",
+    "TRACING_OTLP_ENDPOINT",
+)
+
+
+def render(out: Path, bind: str | None, **tracing: str) -> subprocess.CompletedProcess[str]:
+    """Run the script into `out`, with GATEHOUSE_INTERNAL_BIND_ADDRESS set to `bind` and
+    the TRACING_* variables given."""
+    env = {k: v for k, v in os.environ.items() if k not in RENDERED_FROM}
     if bind is not None:
         env["GATEHOUSE_INTERNAL_BIND_ADDRESS"] = bind
+    env.update(tracing)
     return subprocess.run(
         ["bash", "scripts/traefik-config.sh", str(out)],
         cwd=REPO,
@@ -75,3 +86,54 @@ def test_a_bad_bind_address_is_refused_and_writes_nothing(tmp_path: Path, bind: 
     assert "GATEHOUSE_INTERNAL_BIND_ADDRESS must be an IPv4 address" in result.stderr
     assert out.read_text() == "previous\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["traefik.yml"]
+
+
+def test_tracing_is_rendered_from_the_settings_every_process_reads(tmp_path: Path) -> None:
+    out = tmp_path / "traefik.yml"
+    default = render(out, None)
+    assert default.returncode == 0, default.stderr
+    tracing = yaml.safe_load(out.read_text())["tracing"]
+    assert tracing["sampleRate"] == 0.01
+    assert tracing["otlp"] == {"grpc": {"endpoint": "127.0.0.1:4317", "insecure": True}}
+    chosen = render(
+        out, None, TRACING_SAMPLE_RATIO="0.5", TRACING_OTLP_ENDPOINT="http://jaeger:4317"
+    )
+    assert chosen.returncode == 0, chosen.stderr
+    rendered = yaml.safe_load(out.read_text())
+    assert rendered["tracing"]["sampleRate"] == 0.5
+    assert rendered["tracing"]["otlp"]["grpc"]["endpoint"] == "jaeger:4317"
+    # Scrapes and the dashboard are not traced; the public and gRPC hops are.
+    for name in ("metrics", "traefik"):
+        assert rendered["entryPoints"][name]["observability"] == {"tracing": False}
+    for name in ("web", "websecure", "grpc"):
+        assert "observability" not in rendered["entryPoints"][name]
+    off = render(out, None, TRACING_ENABLED="false")
+    assert off.returncode == 0, off.stderr
+    without = yaml.safe_load(out.read_text())
+    assert "tracing" not in without
+    source = yaml.safe_load(SOURCE.read_text())
+    del source["tracing"]
+    assert without == source
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRACING_SAMPLE_RATIO", "2"),
+        ("TRACING_SAMPLE_RATIO", "-0.1"),
+        ("TRACING_SAMPLE_RATIO", "1.5"),
+        ("TRACING_SAMPLE_RATIO", "ten"),
+        ("TRACING_OTLP_ENDPOINT", "jaeger"),
+        ("TRACING_OTLP_ENDPOINT", "https://jaeger:4317"),
+        ("TRACING_OTLP_ENDPOINT", "http://jaeger:4317/v1; rm -rf /"),
+    ],
+)
+def test_a_bad_tracing_setting_is_refused_and_writes_nothing(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    out = tmp_path / "traefik.yml"
+    out.write_text("previous\n")
+    result = render(out, None, **{variable: value})
+    assert result.returncode == 2
+    assert f"{variable} must be" in result.stderr
+    assert out.read_text() == "previous\n"

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -126,3 +127,22 @@ async def test_an_unsampled_request_makes_no_span(
         for s in spans.get_finished_spans()
         if s.context and f"{s.context.trace_id:032x}" == trace_id
     ]
+
+
+async def test_fastapi_makes_no_span_of_its_own(
+    spans: InMemorySpanExporter,
+    gateway: httpx.AsyncClient,
+    realm: Realm,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FastAPI traces by itself whenever a tracer provider is set (as the gateway's process
+    sets one): the edge's span is the request's only one."""
+    global_spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(global_spans))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    trace_id, parent = _traceparent(sampled=True)
+    viewer = {"Authorization": f"Bearer {realm.token('viewer')}", "traceparent": parent}
+    assert (await gateway.get("/authors", headers=viewer)).status_code == 200
+    await _of_trace(spans, trace_id, 3)
+    assert global_spans.get_finished_spans() == ()

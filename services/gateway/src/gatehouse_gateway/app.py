@@ -54,6 +54,9 @@ def create_app(settings: Settings, context: GatewayContext | None = None) -> Fas
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own spans would make one of every request, sampled or not, besides the
+        # edge's (gatehouse_kit.tracing): the edge's span is the request's, and only then.
+        telemetry={"tracing": False},
     )
     install_error_handlers(app)
     app.include_router(authors.router)
