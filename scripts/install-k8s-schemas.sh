@@ -4,8 +4,10 @@
 # OpenAPI v3 documents of the pinned release (api/openapi-spec/v3 of k8s.io/kubernetes)
 # in openapi/, and in crds/ the CustomResourceDefinitions of Traefik (the version
 # scripts/install-traefik.sh builds) and of Prometheus Operator (ServiceMonitor,
-# PrometheusRule).
+# PrometheusRule). K8S_SCHEMAS_DIR names such a directory, of the same versions, to use
+# instead.
 source "$(dirname "$0")/lib.sh"
+if [ -d "${K8S_SCHEMAS_DIR:-}/openapi" ] && [ -d "$K8S_SCHEMAS_DIR/crds" ]; then echo "$K8S_SCHEMAS_DIR"; exit 0; fi
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.37.2}"
 TRAEFIK_VERSION="$(sed -n 's/^TRAEFIK_VERSION="\${TRAEFIK_VERSION:-\(.*\)}"$/\1/p' "$REPO_ROOT/scripts/install-traefik.sh")"
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.90.1}"

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Prints the directory holding kube-apiserver and etcd of the pinned Kubernetes release,
 # built once from their Go modules and cached: the real API server that checks the Helm
-# chart (tests/test_helm.py, a server-side dry run of every rendered object). The
+# chart (tests/test_helm_apiserver.py, a server-side dry run of every rendered object). The
 # k8s.io/kubernetes module points its staging modules (k8s.io/api, k8s.io/apiserver, ...)
 # at its own tree with replace directives, which `go install` refuses, so a throwaway
 # module requires it and names the released staging modules of the same release instead;
-# etcd's server is the one that release's go.mod requires.
+# etcd's server is the one that release's go.mod requires. KUBE_APISERVER_DIR names a
+# directory holding both, of the same versions, to use instead.
 source "$(dirname "$0")/lib.sh"
+if [ -x "${KUBE_APISERVER_DIR:-}/kube-apiserver" ] && [ -x "$KUBE_APISERVER_DIR/etcd" ]; then
+  echo "$KUBE_APISERVER_DIR"; exit 0
+fi
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.37.2}"
 dir="$GATEHOUSE_CACHE/kube-apiserver-$KUBERNETES_VERSION"
 if [ -x "$dir/kube-apiserver" ] && [ -x "$dir/etcd" ]; then echo "$dir"; exit 0; fi

@@ -84,6 +84,24 @@ def fresh() -> Iterator[Fresh]:
         "GATEHOUSE_CACHE": str(root / "cache"),
         "UV_PROJECT_ENVIRONMENT": str(root / "venv"),
         "LANG": "C.UTF-8",
+        # The Helm chart's tools, lent from this machine's own cache (built by the bootstrap
+        # that ran before the tests, from the same pinned modules): building kube-apiserver
+        # cold as well would add as long as Traefik takes to a test that proves the same path.
+        **{
+            variable: subprocess.run(
+                ["bash", f"scripts/{script}"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=1700,
+                check=True,
+            ).stdout.strip()
+            for variable, script in (
+                ("HELM_BIN", "install-helm.sh"),
+                ("KUBE_APISERVER_DIR", "install-kube-apiserver.sh"),
+                ("K8S_SCHEMAS_DIR", "install-k8s-schemas.sh"),
+            )
+        },
         "JAEGER_BIN": subprocess.run(
             ["bash", "scripts/install-jaeger.sh"],
             cwd=REPO,
