@@ -16,6 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
+from gatehouse_audit import settings as audit_settings
+from gatehouse_authors import settings as authors_settings
+from gatehouse_gateway import settings as gateway_settings
+from gatehouse_kit.settings import ServiceSettings
+from gatehouse_ratelimit import settings as ratelimit_settings
 from scripts import k8s_check
 
 REPO = k8s_check.REPO
@@ -160,6 +165,27 @@ def test_each_service_runs_locked_down_with_probes_on_its_health_endpoints() -> 
             "maxSurge": 1,
             "maxUnavailable": 0,
         }
+
+
+def test_grace_periods_cover_each_process_drain_and_grace() -> None:
+    """A pod is killed after its grace period: the drains of the processes' own settings
+    (their defaults, which the chart leaves as they are) must end well before."""
+    settings: dict[str, type[ServiceSettings]] = {
+        "gateway": gateway_settings.Settings,
+        "authors": authors_settings.Settings,
+        "audit": audit_settings.Settings,
+        "ratelimit": ratelimit_settings.Settings,
+    }
+    for production in (False, True):
+        for name, deployment in _of_kind("Deployment", production).items():
+            fields = settings[name.removeprefix("gatehouse-")].model_fields
+            drain = fields["shutdown_grace_seconds"].default
+            if "shutdown_drain_seconds" in fields:
+                drain += fields["shutdown_drain_seconds"].default
+            # Room beyond the drain for closing sockets and writing what is buffered.
+            assert (
+                deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= drain + 5
+            )
 
 
 def test_secrets_are_referenced_never_inlined() -> None:
