@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
+import tarfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -351,6 +353,32 @@ def test_the_chart_reads_the_native_files_through_symlinks() -> None:
     assert all(p.is_symlink() for p in files.iterdir())
 
 
+def test_a_packaged_chart_holds_the_native_files_it_reads(tmp_path: Path) -> None:
+    packaged = subprocess.run(
+        [k8s_check.helm(), "package", str(k8s_check.CHART), "--destination", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert packaged.returncode == 0, packaged.stderr
+    (archive,) = tmp_path.glob("gatehouse-*.tgz")
+    with tarfile.open(archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        rules = members["gatehouse/files/prometheus-rules/http.yml"]
+        assert rules.isfile()
+        extracted = tar.extractfile(rules)
+        assert extracted is not None
+        assert (
+            extracted.read() == (REPO / "deploy" / "prometheus" / "rules" / "http.yml").read_bytes()
+        )
+    rendered = subprocess.run(
+        [k8s_check.helm(), "template", "gatehouse", str(archive)], capture_output=True, text=True
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert sorted(map(k8s_check.describe, k8s_check.objects(rendered.stdout))) == sorted(
+        map(k8s_check.describe, _rendered())
+    )
+
+
 def test_a_native_file_the_chart_cannot_read_fails_the_render(tmp_path: Path) -> None:
     chart = tmp_path / "gatehouse"
     for path in k8s_check.CHART.rglob("*"):
@@ -362,8 +390,6 @@ def test_a_native_file_the_chart_cannot_read_fails_the_render(tmp_path: Path) ->
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(path.resolve())
-    import subprocess
-
     result = subprocess.run(
         [k8s_check.helm(), "template", "gatehouse", str(chart)], capture_output=True, text=True
     )
