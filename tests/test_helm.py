@@ -218,6 +218,25 @@ def test_every_service_has_an_autoscaler_and_a_disruption_budget() -> None:
     assert "gatehouse-audit" not in _of_kind("HorizontalPodAutoscaler", production=True)
 
 
+def test_tracing_is_off_unless_a_collector_is_named() -> None:
+    def env(o: dict[str, Any]) -> dict[str, str]:
+        container = o["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    for o in [*_of_kind("Deployment").values(), *_of_kind("Job").values()]:
+        assert env(o)["TRACING_ENABLED"] == "false"
+        assert "TRACING_OTLP_ENDPOINT" not in env(o)
+    for o in _of_kind("Deployment", production=True).values():
+        assert env(o)["TRACING_ENABLED"] == "true"
+        assert env(o)["TRACING_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4317"
+        assert env(o)["TRACING_SAMPLE_RATIO"] == "0.01"
+    for o in _of_kind("Job", production=True).values():
+        assert env(o)["TRACING_ENABLED"] == "false"
+    for name, policy in _of_kind("NetworkPolicy", production=True).items():
+        ports = {p["port"] for rule in policy["spec"].get("egress", []) for p in rule["ports"]}
+        assert (4317 in ports) == (name.count("-") == 1 and name != "gatehouse-traefik"), name
+
+
 def test_migrations_run_as_hooks_before_install_and_upgrade() -> None:
     jobs = _of_kind("Job")
     assert set(jobs) == {"gatehouse-authors-migrate", "gatehouse-audit-migrate"}
