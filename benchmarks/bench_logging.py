@@ -1,0 +1,263 @@
+"""logging: what shipping every process's log into the log store costs the platform
+(docs/logging.md), with the log store and its shipper running and stopped, in the same
+run; and how many bytes the store keeps per request.
+
+Needs the native platform (started here when it is not running, and then stopped again).
+"on" is the stack as it runs (VictoriaLogs and the OpenTelemetry Collector that ships to
+it); "off" stops both programs (the processes still write their log files, as before the
+store existed). The states alternate (on, off, on, off, ...: RUNS pairs), so that a drift
+of the machine falls on both. Going back on, the shipper first ships what was written
+while it was off; a run starts only once a request made after the start is in the store.
+Both programs run again at the end.
+
+In each state the platform benchmark's cache-hit and cache-miss scenarios run as there
+(benchmarks/bench_platform.py: wrk, closed loop, benchmarks/platform.lua, the rate limits
+raised for the run), and CPU is counted as there: every process of the stack, the store
+and the shipper included when they run, per request answered. Target: in each scenario,
+the median CPU per request with shipping on is at most OVERHEAD_MAX times the median
+with it off. Then one more cache-hit run with shipping on measures what the store keeps
+per request: log lines, bytes received, and bytes on disk (compressed, after a flush).
+
+Run: `uv run --group bench python -m benchmarks logging` (BENCH_PLATFORM_RUNS and
+BENCH_PLATFORM_SECONDS as for the platform benchmark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+import time
+import uuid
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from benchmarks.baseline import AUTHORS_URL
+from benchmarks.bench_gateway import _run_sh
+from benchmarks.bench_platform import (
+    CONNECTIONS,
+    MISS_HEADROOM,
+    RUNS,
+    SCENARIOS,
+    SCRIPT,
+    SECONDS,
+    WARMUP_SECONDS,
+    WEB_URL,
+    Run,
+    System,
+    _aggregate,
+    _authors,
+    _http_run,
+    _ids_file,
+    _measurement,
+    _print_run,
+    _stack_processes,
+    raised_rate_limits,
+)
+from benchmarks.common import Figure, Measurement, write_result
+from benchmarks.wrk import run_wrk, wrk_binary
+from tests.harness.stack import local_stack, native_running
+
+SHIPPING = ("victoria-logs", "otelcol")
+LOGS_URL = "http://127.0.0.1:9428"
+ON, OFF = "shipping on", "shipping off"
+MEASURED = tuple(s for s in SCENARIOS if s.key in ("cache_hit", "cache_miss"))
+OVERHEAD_MAX = 1.03
+# How long the shipper may take to catch up with what was written while it was off.
+CATCH_UP_SECONDS = 120.0
+BUDGET_SECONDS = (
+    120.0
+    + RUNS * 2 * (CATCH_UP_SECONDS / 2 + len(MEASURED) * 2 * (WARMUP_SECONDS + SECONDS + 6))
+    + (CATCH_UP_SECONDS + SECONDS)
+)
+
+
+async def _shipped(client: httpx.AsyncClient) -> None:
+    """Return once a request made now has reached the store (everything before it too)."""
+    request_id = f"bench-logging-{uuid.uuid4()}"
+    await client.get(f"{WEB_URL}/health/live", headers={"X-Request-ID": request_id})
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    while time.monotonic() < deadline:
+        found = await client.get(
+            f"{LOGS_URL}/select/logsql/query",
+            params={"query": f'request_id:="{request_id}" service:traefik'},
+        )
+        if found.status_code == 200 and found.text.strip():
+            return
+        await asyncio.sleep(1)
+    raise RuntimeError(f"the shipper did not catch up within {CATCH_UP_SECONDS:.0f} s")
+
+
+async def _switch(state: str, client: httpx.AsyncClient) -> dict[str, tuple[int, bool]]:
+    """Start or stop the store and its shipper; the stack's processes after."""
+    if state == ON:
+        await asyncio.to_thread(_run_sh, "ctl", "start", *SHIPPING)
+        await _shipped(client)
+        return await _stack_processes()
+    await asyncio.to_thread(_run_sh, "ctl", "start", *SHIPPING)
+    processes = await _stack_processes()
+    await asyncio.to_thread(_run_sh, "ctl", "stop", *SHIPPING)
+    return {name: each for name, each in processes.items() if name not in SHIPPING}
+
+
+async def _store_totals(client: httpx.AsyncClient) -> dict[str, float]:
+    """The store's rows and bytes received, and its compressed size after a flush."""
+    (await client.get(f"{LOGS_URL}/internal/force_flush")).raise_for_status()
+    page = (await client.get(f"{LOGS_URL}/metrics")).text
+
+    def total(name: str) -> float:
+        return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", page, re.M))
+
+    return {
+        "lines": total("vl_rows_ingested_total"),
+        "bytes_received": total("vl_bytes_ingested_total"),
+        "bytes_stored": total("vl_compressed_data_size_bytes"),
+    }
+
+
+async def run() -> dict[str, Any]:
+    """Measure both states, alternating, and write results/logging.json."""
+    await wrk_binary()
+    was_running = await asyncio.to_thread(native_running)
+    await asyncio.to_thread(_run_sh, "up", "-d")
+    try:
+        return await _measure()
+    finally:
+        await asyncio.to_thread(_run_sh, "ctl", "start", *SHIPPING)
+        if not was_running:
+            await asyncio.to_thread(_run_sh, "down")
+
+
+async def _measure() -> dict[str, Any]:
+    platform = local_stack(native=True)
+    tag = f"bench-logging-{uuid.uuid4().hex[:8]}"
+    runs: dict[str, list[Run]] = {}
+    systems: dict[str, System] = {}
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-logging-")))
+        await stack.enter_async_context(raised_rate_limits(platform, await _stack_processes()))
+        authors = await asyncpg.connect(AUTHORS_URL)
+        stack.push_async_callback(authors.close)
+        stack.push_async_callback(
+            authors.execute, "DELETE FROM authors WHERE name LIKE $1", f"{tag}-%"
+        )
+        (hot_id,) = await _authors(authors, f"{tag}-hot", 1)
+        hot = _ids_file(workdir, "hot", [hot_id])
+        print(
+            f"logging: {RUNS} pair(s) of runs of {SECONDS:.0f} s at {CONNECTIONS} connections",
+            flush=True,
+        )
+        for rep in range(RUNS):
+            for state in (ON, OFF):
+                processes = await _switch(state, client)
+                system = System(
+                    state,
+                    WEB_URL,
+                    8080,
+                    processes,
+                    [
+                        f"{platform.metrics_url}/metrics/gateway/{k}"
+                        for k in range(platform.replicas("gateway"))
+                    ],
+                )
+                systems[state] = system
+                hit_rate = 0.0
+                for scenario in MEASURED:
+                    ids = hot
+                    if scenario.mode == "walk":
+                        count = max(1000, int(hit_rate * MISS_HEADROOM * SECONDS))
+                        prefix = f"{tag}-miss-{state.split()[-1]}-{rep}"
+                        ids = _ids_file(workdir, prefix, await _authors(authors, prefix, count))
+                    token = await asyncio.to_thread(platform.token, "admin")
+                    one = await _http_run(
+                        system, scenario, ids, hot, f"{tag}-{rep}", token, processes
+                    )
+                    one.system = state
+                    runs.setdefault(f"{scenario.key} {state}", []).append(one)
+                    _print_run(rep, one)
+                    if scenario.mode == "hot":
+                        hit_rate = one.rate
+        token = await asyncio.to_thread(platform.token, "admin")
+        stored = await _stored_per_request(client, token, hot, tag)
+    return _report(systems, runs, stored)
+
+
+async def _stored_per_request(
+    client: httpx.AsyncClient, token: str, hot: Path, tag: str
+) -> dict[str, float]:
+    """Lines and bytes the store keeps per request of a cache-hit run."""
+    await _switch(ON, client)
+    before = await _store_totals(client)
+    report = await run_wrk(
+        WEB_URL,
+        script=SCRIPT,
+        args=["hot", str(hot), f"{tag}-stored"],
+        env={"BENCH_TOKEN": token},
+        connections=CONNECTIONS,
+        seconds=SECONDS,
+    )
+    await _shipped(client)
+    after = await _store_totals(client)
+    requests = max(report.requests, 1)
+    per_request = {name: (after[name] - before[name]) / requests for name in before}
+    print(
+        f"\nstored per cache-hit request ({report.requests} requests): "
+        f"{per_request['lines']:.2f} lines, {per_request['bytes_received']:.0f} bytes "
+        f"received, {per_request['bytes_stored']:.0f} bytes on disk",
+        flush=True,
+    )
+    return {"requests": report.requests, **{k: round(v, 2) for k, v in per_request.items()}}
+
+
+def _report(
+    systems: dict[str, System], runs: dict[str, list[Run]], stored: dict[str, float]
+) -> dict[str, Any]:
+    figures: list[Figure] = []
+    measurements: list[Measurement] = []
+    scenarios: dict[str, Any] = {}
+    for scenario in MEASURED:
+        both = {
+            state: _aggregate(runs[f"{scenario.key} {state}"], systems[state])
+            for state in (ON, OFF)
+        }
+        for state in (ON, OFF):
+            measurements.append(
+                _measurement(
+                    f"{scenario.title}, {state}", both[state], runs[f"{scenario.key} {state}"]
+                )
+            )
+        on, off = both[ON]["cpu_us_total"], both[OFF]["cpu_us_total"]
+        ratio = on / off if off else float("nan")
+        failed = any(both[state]["errors"] for state in (ON, OFF))
+        figures.append(
+            Figure(
+                name=f"{scenario.key}: CPU per request, all processes, shipping on",
+                value=round(on, 1),
+                unit="µs",
+                baseline=OFF,
+                baseline_value=round(off, 1),
+                target=f"<= {OVERHEAD_MAX} x {OFF}",
+                met=ratio <= OVERHEAD_MAX and not failed,
+            )
+        )
+        scenarios[scenario.key] = {**both, "ratio": round(ratio, 4)}
+        print(
+            f"\n{scenario.title}: {on:.0f} µs per request with shipping, {off:.0f} without "
+            f"(ratio {ratio:.3f}, target <= {OVERHEAD_MAX}); requests/s "
+            f"{both[ON]['per_second']:.0f} / {both[OFF]['per_second']:.0f}",
+            flush=True,
+        )
+    return write_result(
+        "logging",
+        figures,
+        measurements,
+        parameters={"runs": RUNS, "seconds": SECONDS, "connections": CONNECTIONS},
+        scenarios=scenarios,
+        stored_per_request=stored,
+        runs=[r.record() for rs in runs.values() for r in rs],
+    )
