@@ -24,6 +24,9 @@ DROP_METRICS = (
     "otelcol_exporter_enqueue_failed_log_records_total",
     "otelcol_exporter_send_failed_log_records_total",
 )
+# The realm's service client and its development-only secret (docs/operations.md).
+SERVICE_CLIENT = "gatehouse-service"
+SERVICE_CLIENT_SECRET = "gatehouse-service-dev-secret"
 # How long a line may take from its file into the store on a loaded machine.
 SHIPPED_WITHIN = 120.0
 
@@ -135,6 +138,16 @@ async def test_no_token_password_or_cookie_a_request_carries_is_stored(
         # ... a wrong password in a body to Keycloak through the same edge ...
         refused = native_stack.token_response("viewer", password)
         assert refused.status_code == 401
+        # ... a client secret to Keycloak (the service client's client-credentials grant) ...
+        service = await web.post(
+            "/auth/realms/gatehouse/protocol/openid-connect/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": SERVICE_CLIENT,
+                "client_secret": SERVICE_CLIENT_SECRET,
+            },
+        )
+        assert service.status_code == 200, service.text
         # ... and a password in a body to the gateway.
         await web.post(
             "/authors",
@@ -145,7 +158,8 @@ async def test_no_token_password_or_cookie_a_request_carries_is_stored(
     await services_of(f"{request_id}-body", {"traefik", "gateway"})
     stored = json.dumps(await query("*", start=started))
     signature = token.rsplit(".", 1)[1]
-    for secret in (token, signature, password, cookie):
+    issued = service.json()["access_token"]
+    for secret in (token, signature, password, cookie, SERVICE_CLIENT_SECRET, issued):
         assert secret not in stored
     # The access line shows that an Authorization header came, redacted.
     assert "REDACTED" in json.dumps(await query(f'request_id:="{request_id}" service:traefik'))
