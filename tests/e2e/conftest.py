@@ -9,15 +9,19 @@ up the per-address limits of 127.0.0.1 that every other test on this machine sha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator
 
+import grpc
 import httpx
 import jwt
 import pytest
 
+from gatehouse_protos.authors.v1 import authors_pb2, authors_pb2_grpc
+from tests.e2e.browser import Browser, chromium
 from tests.harness.stack import Stack
 
 # An origin the development profile allows to call the API from a browser
@@ -93,3 +97,56 @@ async def author(web: httpx.AsyncClient, tokens: Tokens) -> AsyncIterator[dict[s
     body: dict[str, object] = created.json()
     yield body
     await web.delete(f"/authors/{body['id']}", headers=await tokens.headers("admin"))
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium with a fresh profile (tests/e2e/browser.py)."""
+    async with chromium() as opened:
+        yield opened
+
+
+@contextlib.asynccontextmanager
+async def authors_service(stack: Stack) -> AsyncIterator[authors_pb2_grpc.AuthorsServiceAsyncStub]:
+    """The authors service itself, through Traefik's internal gRPC entrypoint: changes made
+    there need no gateway (to make them while no gateway replica runs)."""
+    async with grpc.aio.insecure_channel(
+        stack.grpc_target, options=[("grpc.default_authority", "authors")]
+    ) as channel:
+        yield authors_pb2_grpc.AuthorsServiceStub(channel)
+
+
+async def create_through_authors(
+    authors: authors_pb2_grpc.AuthorsServiceAsyncStub, name: str, within: float = 60.0
+) -> int:
+    """Create `name` with the authors service, trying again while it cannot be reached; its
+    id (an answer lost after the commit is told by the name being taken)."""
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                request = authors_pb2.CreateAuthorRequest(name=name)
+                return int((await authors.CreateAuthor(request, timeout=10)).id)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.ALREADY_EXISTS:
+                    found = await authors.ListAuthors(
+                        authors_pb2.ListAuthorsRequest(filter=authors_pb2.AuthorFilter(name=name)),
+                        timeout=10,
+                    )
+                    return int(found.authors[0].id)
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+            await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def gateways_stopped(stack: Stack) -> AsyncIterator[None]:
+    """Every gateway replica stopped (supervisorctl through scripts/run.sh) for the body,
+    then started again, whatever happened."""
+    gateways = [f"gateway-{k}" for k in range(stack.replicas("gateway"))]
+    try:
+        for gateway in gateways:
+            await asyncio.to_thread(stack.stop, gateway)
+        yield
+    finally:
+        for gateway in gateways:
+            await asyncio.to_thread(stack.start, gateway)

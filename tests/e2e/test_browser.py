@@ -13,36 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Page, Request, Route, async_playwright
+from playwright.async_api import Page
 
+from tests.e2e.browser import Browser, watched_page
 from tests.e2e.conftest import DEV_ORIGIN, Tokens
 from tests.harness.private import free_port
 from tests.harness.stack import Stack
 
-# Debian's chromium package (scripts/bootstrap.sh installs it); no browser is downloaded.
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGE = b"<!DOCTYPE html><html><head><title>front-end</title></head><body></body></html>"
-LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
 class _Page(http.server.BaseHTTPRequestHandler):
@@ -83,43 +69,6 @@ def allowed_origin() -> Iterator[str]:
 def other_origin() -> Iterator[str]:
     with front_end(free_port()) as origin:
         yield origin
-
-
-@dataclass
-class Browser:
-    """A browser context, and the requests it tried to send beyond this machine."""
-
-    context: BrowserContext
-    outside: list[str] = field(default_factory=list)
-
-    def notice(self, request: Request) -> None:
-        if urlsplit(request.url).hostname not in LOOPBACK:
-            self.outside.append(request.url)
-
-    async def loopback_only(self, route: Route) -> None:
-        """Let requests to this machine through and abort any other (a page's route:
-        intercepted requests skip the browser's own CORS preflight, so the CORS tests
-        only watch)."""
-        if urlsplit(route.request.url).hostname in LOOPBACK:
-            await route.continue_()
-        else:
-            await route.abort("blockedbyclient")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Chromium with a fresh profile, whose every request beyond loopback is noted."""
-    with tempfile.TemporaryDirectory(prefix="gatehouse-chromium-") as profile:
-        async with async_playwright() as playwright:
-            context = await playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-            )
-            browser = Browser(context)
-            context.on("request", browser.notice)
-            try:
-                yield browser
-            finally:
-                await context.close()
 
 
 async def opened(browser: Browser, url: str) -> Page:
@@ -206,14 +155,8 @@ async def test_any_other_origin_is_refused_by_the_browser_before_the_request(
 
 
 async def test_the_docs_render_from_the_platform_alone(stack: Stack, browser: Browser) -> None:
-    page = await browser.context.new_page()
-    violations: list[str] = []
-    page.on(
-        "console",
-        lambda message: (
-            violations.append(message.text) if "Content Security Policy" in message.text else None
-        ),
-    )
+    watched = await watched_page(browser)
+    page = watched.page
     failed: list[str] = []
     page.on("requestfailed", lambda request: failed.append(request.url))
     # The network ends at this machine: nothing else could serve the page.
@@ -229,4 +172,5 @@ async def test_the_docs_render_from_the_platform_alone(stack: Stack, browser: Br
     assert await operations.count() >= 9
     assert browser.outside == []
     assert failed == []
-    assert violations == []
+    assert watched.violations == []
+    assert watched.errors == []

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator
 from html import unescape
 
-import grpc
 import httpx
 import pytest
 
@@ -34,8 +33,13 @@ from gatehouse_client import (
     authorization_request,
 )
 from gatehouse_client.errors import AuthenticationFailed
-from gatehouse_protos.authors.v1 import authors_pb2, authors_pb2_grpc
-from tests.e2e.conftest import client_address
+from gatehouse_protos.authors.v1 import authors_pb2
+from tests.e2e.conftest import (
+    authors_service,
+    client_address,
+    create_through_authors,
+    gateways_stopped,
+)
 from tests.harness.backends import REPO
 from tests.harness.stack import CLIENT_ID, Stack, dev_password
 
@@ -257,55 +261,21 @@ async def test_a_subscription_recovers_every_change_made_while_no_gateway_ran(
     created: list[int] = []
     received: list[int] = []
     resyncs: list[Resync] = []
+    # Changes are made straight through the authors service, so that they are made while
+    # no gateway replica runs as well as before and after.
     async with (
         GatehouseSocket(stack.web_url, service) as socket,
-        grpc.aio.insecure_channel(
-            stack.grpc_target, options=[("grpc.default_authority", "authors")]
-        ) as channel,
+        authors_service(stack) as authors,
     ):
-        # Changes are made straight through the authors service, so that they are made
-        # while no gateway replica runs as well as before and after.
-        authors = authors_pb2_grpc.AuthorsServiceStub(channel)
-
-        async def create(n: int) -> None:
-            name = f"{prefix}{n:03d}"
-            async with asyncio.timeout(RECONNECT_WITHIN_SECONDS):
-                while True:
-                    try:
-                        request = authors_pb2.CreateAuthorRequest(name=name)
-                        created.append((await authors.CreateAuthor(request, timeout=10)).id)
-                        return
-                    except grpc.aio.AioRpcError as error:
-                        if error.code() == grpc.StatusCode.ALREADY_EXISTS:
-                            # Committed, its answer lost: the author tells its id.
-                            found = await authors.ListAuthors(
-                                authors_pb2.ListAuthorsRequest(
-                                    filter=authors_pb2.AuthorFilter(name=name)
-                                ),
-                                timeout=10,
-                            )
-                            created.append(found.authors[0].id)
-                            return
-                        if error.code() != grpc.StatusCode.UNAVAILABLE:
-                            raise
-                    await asyncio.sleep(0.2)
-
         await socket.subscribe()
         first = socket.connections
-        await create(0)
-        # Every replica stopped (supervisorctl through scripts/run.sh): the socket drops
-        # and cannot come back until one runs again.
-        gateways = [f"gateway-{k}" for k in range(stack.replicas("gateway"))]
-        try:
-            for gateway in gateways:
-                await asyncio.to_thread(stack.stop, gateway)
+        created.append(await create_through_authors(authors, f"{prefix}000"))
+        # The socket drops and cannot come back until a replica runs again.
+        async with gateways_stopped(stack):
             for n in range(1, 11):
-                await create(n)
-        finally:
-            for gateway in gateways:
-                await asyncio.to_thread(stack.start, gateway)
+                created.append(await create_through_authors(authors, f"{prefix}{n:03d}"))
         for n in range(11, 16):
-            await create(n)
+            created.append(await create_through_authors(authors, f"{prefix}{n:03d}"))
         try:
             async with asyncio.timeout(RECONNECT_WITHIN_SECONDS):
                 while len(received) < len(created):

@@ -66,6 +66,7 @@ def test_no_router_to_the_gateway_sets_headers(stack: Stack) -> None:
         "gateway-write",
         "gateway-websocket",
         "gateway-docs",
+        "gateway-console",
     }
     for router in to_gateway:
         assert not setting_headers & set(chain(stack, router["name"].split("@")[0]))

@@ -1,6 +1,6 @@
 """What HTTP clients and browsers expect of the gateway, on the app alone (no upstream is
 called: none of these answers needs one): the real `Allow` on 405 and OPTIONS, CORS by
-profile and settings, and the docs page with its assets served here."""
+profile and settings, and the docs page and the console with their assets served here."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gatehouse_gateway.app import create_app
-from gatehouse_gateway.http import docs
+from gatehouse_gateway.http import console, docs
 from gatehouse_gateway.http.cors import EXPOSED_HEADERS
 from gatehouse_gateway.settings import DEVELOPMENT_CORS_ORIGINS, Settings
 
@@ -47,6 +47,9 @@ ALLOW = {
     "/openapi.json": "GET, HEAD, OPTIONS",
     "/docs": "GET, HEAD, OPTIONS",
     "/docs/static/swagger-ui.css": "GET, HEAD, OPTIONS",
+    "/console": "GET, HEAD, OPTIONS",
+    "/console/": "GET, HEAD, OPTIONS",
+    "/console/static/console.js": "GET, HEAD, OPTIONS",
 }
 
 
@@ -71,6 +74,7 @@ async def test_options_answers_204_with_every_method_of_the_path(
         ("PUT", "/audit-logs/7"),
         ("POST", "/docs"),
         ("DELETE", "/docs/static/swagger-ui.css"),
+        ("POST", "/console/"),
     ],
 )
 async def test_405_names_every_method_the_path_takes(
@@ -225,3 +229,33 @@ async def test_the_docs_page_allows_its_one_inline_script_by_its_digest(
     css = await gateway.get("/docs/static/swagger-ui.css")
     assert css.headers["content-security-policy"] == strict
     assert css.headers["content-type"].startswith("text/css")
+
+
+async def test_the_console_is_its_page_and_files_under_a_policy_of_this_origin_only(
+    gateway: httpx.AsyncClient,
+) -> None:
+    moved = await gateway.get("/console")
+    assert moved.status_code == 308
+    assert moved.headers["location"] == "/console/"
+    response = await gateway.get("/console/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["cache-control"] == "no-cache"
+    policy = response.headers["content-security-policy"]
+    assert policy == console.CSP
+    assert "script-src 'self';" in policy
+    assert "connect-src 'self';" in policy
+    assert "unsafe" not in policy
+    page = response.text
+    # No inline script, style or handler: the strict policy would refuse them.
+    assert re.search(r"<script>|<style|\son[a-z]+=|style=", page) is None
+    references = _same_origin_references(page)
+    assert references == ["/console/static/console.css", "/console/static/console.js"]
+    for reference in references:
+        asset = await gateway.get(reference)
+        assert asset.status_code == 200, reference
+        assert asset.content
+        assert asset.headers["content-security-policy"] == console.CSP
+    script = await gateway.get("/console/static/console.js")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert (await gateway.get("/console/static/missing.js")).status_code == 404

@@ -16,6 +16,7 @@ from gatehouse_gateway.context import GatewayContext
 from gatehouse_gateway.errors import install_error_handlers
 from gatehouse_gateway.http.author_reads import AuthorReads
 from gatehouse_gateway.http.client_ip import TrustedProxies
+from gatehouse_gateway.http.console import install_console
 from gatehouse_gateway.http.cors import Cors
 from gatehouse_gateway.http.dependencies import JsonBody
 from gatehouse_gateway.http.docs import install_docs
@@ -64,6 +65,7 @@ def create_app(settings: Settings, context: GatewayContext | None = None) -> Fas
     app.include_router(health.router)
     app.include_router(websocket_router)
     install_docs(app)
+    install_console(app)
     install_methods(app)
     # Starlette runs the middleware added last first: the edge, CORS (when some origin
     # is allowed), then the fast path.

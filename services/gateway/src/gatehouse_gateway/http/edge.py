@@ -34,7 +34,7 @@ from gatehouse_gateway.errors import (
     error_response,
     internal_error,
 )
-from gatehouse_gateway.http import docs
+from gatehouse_gateway.http import console, docs
 from gatehouse_gateway.http.client_ip import TrustedProxies
 from gatehouse_gateway.ratelimiting import RateDecision
 from gatehouse_kit.logging import request_id_var, sane_request_id
@@ -66,7 +66,8 @@ UNMATCHED = "<unmatched>"
 
 _STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
 # The security headers of every answer: set here and nowhere else (Traefik adds none to
-# the gateway's answers; docs/api.md, Headers). The docs page has a policy of its own.
+# the gateway's answers; docs/api.md, Headers). The docs page and the console have
+# policies of their own.
 _SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("strict-transport-security", "max-age=31536000; includeSubDomains"),
     ("x-content-type-options", "nosniff"),
@@ -76,9 +77,10 @@ _SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
 _RAW_SECURITY_HEADERS = tuple((n.encode(), v.encode()) for n, v in _SECURITY_HEADERS)
 _RAW_CSP = (b"content-security-policy", _STRICT_CSP.encode())
 _RAW_DOCS_CSP = (b"content-security-policy", docs.CSP.encode())
-# Probes and documentation are not user actions: no audit event for them (nor for
-# OPTIONS, a question about the API). The docs page and its assets are matched by path,
-# as they are not API routes.
+_RAW_CONSOLE_CSP = (b"content-security-policy", console.CSP.encode())
+# Probes, documentation and the console's files are not user actions: no audit event for
+# them (nor for OPTIONS, a question about the API). The docs and console pages and their
+# assets are matched by path, as they are not API routes.
 _NOT_AUDITED = frozenset({"/health", "/health/live", "/health/ready", docs.OPENAPI})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The answers to a WebSocket upgrade: the 101 and a refusal's HTTP response.
@@ -87,13 +89,23 @@ _UPGRADE_ANSWERS = frozenset({"websocket.accept", "websocket.http.response.start
 
 def edge_headers(request_id: str, path: str) -> tuple[tuple[str, str], ...]:
     """`X-Request-ID` and the security headers that every answer carries, HTTP or WebSocket."""
-    policy = docs.CSP if path == docs.PATH else _STRICT_CSP
+    if path == docs.PATH:
+        policy = docs.CSP
+    elif console.serves(path):
+        policy = console.CSP
+    else:
+        policy = _STRICT_CSP
     return (("x-request-id", request_id), *_SECURITY_HEADERS, ("content-security-policy", policy))
 
 
 def _raw_edge_headers(request_id: str, path: str) -> list[tuple[bytes, bytes]]:
     """`edge_headers` as an HTTP answer's raw headers, from the ones encoded at import."""
-    policy = _RAW_DOCS_CSP if path == docs.PATH else _RAW_CSP
+    if path == docs.PATH:
+        policy = _RAW_DOCS_CSP
+    elif console.serves(path):
+        policy = _RAW_CONSOLE_CSP
+    else:
+        policy = _RAW_CSP
     return [(b"x-request-id", request_id.encode()), *_RAW_SECURITY_HEADERS, policy]
 
 
@@ -276,6 +288,7 @@ class _Exchange:
             or endpoint in _NOT_AUDITED
             or method == "OPTIONS"
             or docs.serves(self.scope["path"])
+            or console.serves(self.scope["path"])
         ):
             return
         refused = refusal_reason(self.status, error)
