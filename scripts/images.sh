@@ -111,6 +111,10 @@ third_party() {
     redis)
       build "$image" deploy/images/redis
       built+=("$image|instead of $upstream: $(version "$image" redis-server --version | awk '{print $3}') from Debian 12 (upstream: the latest 7.x)") ;;
+    jaeger)
+      context=$(mktemp -d) && cp "$(bash scripts/install-jaeger.sh)" "$context/jaeger"
+      build "$image" deploy/images/jaeger "$context" && rm -rf "$context"
+      built+=("$image|instead of $upstream: the same version built by scripts/install-jaeger.sh from its Go module (upstream: the release binary, with the UI embedded; here a placeholder UI), on Debian 12 (upstream: Alpine)") ;;
     prometheus)
       build "$image" deploy/images/prometheus
       built+=("$image|instead of $upstream: $(version "$image" /usr/bin/prometheus --version | awk '{print $3}') from Debian 12 (built with Debian's Go; the web UI from Debian's packaging)") ;;
@@ -122,7 +126,7 @@ third_party() {
 }
 
 images=()
-for service in postgres redis keycloak traefik prometheus alertmanager grafana; do
+for service in postgres redis keycloak traefik jaeger prometheus alertmanager grafana; do
   third_party "$service"
   [ -z "$chosen" ] || images+=("GATEHOUSE_$(tr a-z A-Z <<<"$service")_IMAGE=$chosen")
 done

@@ -289,6 +289,7 @@ def compose_addresses() -> Stack:
         keycloak_direct_url="http://"
         + compose_published("keycloak", 8180).replace("localhost", "127.0.0.1"),
         native=False,
+        tracing_url=f"http://{compose_published('jaeger', 16686)}",
     )
 
 

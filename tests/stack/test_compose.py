@@ -24,12 +24,24 @@ from tests.harness.backends import REPO
 BIN = Path(sys.executable).parent
 PROCESSES = ("gateway", "authors", "audit", "ratelimit")
 COMPOSE = (str(BIN / "docker-compose"), "-f", "docker-compose.yml")
-THIRD_PARTY = ("postgres", "redis", "keycloak", "traefik", "prometheus", "alertmanager", "grafana")
+THIRD_PARTY = (
+    "postgres",
+    "redis",
+    "keycloak",
+    "traefik",
+    "jaeger",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+)
 PUBLIC_TARGETS = {8080, 8443}
 RENDERED_STATIC = "/var/lib/gatehouse/traefik/traefik.yml"
 DOCKERFILES = (REPO / "Dockerfile", *sorted((REPO / "deploy/images").glob("*/Dockerfile")))
 # What `make run` listens on (tests/stack/test_listening.py); compose must publish none.
-NATIVE_PORTS = {8080, 8443, 8081, 8082, 8083, 8180, 9000, 9090, 9093, 9095, 3000, 5432, 6379}
+NATIVE_PORTS = {
+    *(8080, 8443, 8081, 8082, 8083, 8180, 9000, 9090, 9093, 9095, 3000, 5432, 6379),
+    *(4317, 4318, 16685, 16686, 13133),  # Jaeger
+}
 
 
 def resolve(**env: str) -> dict[str, Any]:
