@@ -1,4 +1,5 @@
-"""Print every author change as it happens; reload the list when the socket was replaced.
+"""Print every author change as it happens, across reconnects (recovered by offset);
+reload the list only after a history gap.
 
     uv run python clients/python/examples/watch_authors.py
 
@@ -32,7 +33,7 @@ async def main() -> None:
                     known[change.author.id] = change.author
                 print(f"{change.kind}\t{change.author.id}\t{change.author.name}")
             else:
-                # Changes were missed while the socket was replaced: reload.
+                # A history gap: the changes in it are lost to this client, reload.
                 known = {author.id: author async for author in client.iter_authors()}
                 print(f"{change.reason}; reloaded {len(known)} authors")
     await tokens.aclose()
