@@ -14,6 +14,8 @@ import grpc
 import pytest
 import structlog
 from google.protobuf import timestamp_pb2
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -310,3 +312,19 @@ def test_every_exported_span_is_counted_and_every_dropped_one_too() -> None:
     tracer.start_span("kept").end()
     tracer.start_span("lost").end()
     assert (count("ok") - before[0], count("failed") - before[1]) == (1.0, 1.0)
+
+
+def test_instrumented_libraries_trace_only_inside_a_sampled_request(
+    spans: InMemorySpanExporter,
+) -> None:
+    # As configure_tracing leaves the process: instrumentation suppressed by default.
+    token = otel_context.attach(otel_context.set_value(tracing._SUPPRESSED, True))
+    try:
+        assert not is_instrumentation_enabled()
+        with traced(UNSAMPLED, "unsampled"):
+            assert not is_instrumentation_enabled()
+        with traced(SAMPLED, "sampled"):
+            assert is_instrumentation_enabled()
+        assert not is_instrumentation_enabled()
+    finally:
+        otel_context.detach(token)

@@ -60,6 +60,8 @@ _ZERO_SPAN = "0" * 16
 Instrumented = Literal["asyncpg", "redis"]
 
 _tracer: trace.Tracer | None = None
+# OpenTelemetry's own key that every instrumentation checks before making a span.
+_SUPPRESSED = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 # Whether this process decides for a request that came without a trace context.
 _edge = False
 
@@ -172,7 +174,11 @@ class traced:
             # The edge decided against it: what follows inherits the decision.
             return None
         self._span = span
-        self._context_token = otel_context.attach(trace.set_span_in_context(span))
+        # The instrumented libraries trace what this request calls (configure_tracing
+        # suppresses them outside a sampled request).
+        self._context_token = otel_context.attach(
+            trace.set_span_in_context(span, otel_context.set_value(_SUPPRESSED, False))
+        )
         return span
 
     def __exit__(
@@ -256,6 +262,11 @@ def configure_tracing(
     )
     trace.set_tracer_provider(provider)
     atexit.register(provider.shutdown)
+    # The instrumented libraries (asyncpg, redis) make no span but for a sampled request
+    # (`traced` lifts this for it): an unsampled request's calls, and work outside any
+    # request, pass through them at the cost of one context lookup instead of a span
+    # object each. Set before the event loop starts, every task inherits it.
+    otel_context.attach(otel_context.set_value(_SUPPRESSED, True))
     for library in instrument:
         if library == "asyncpg":
             from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
