@@ -65,6 +65,9 @@ RELAY_FAILURES = Counter(
     "Relay passes that failed (the rows stay in the outbox and are retried), by backend.",
     ["backend"],
 )
+# Both series exist from the start, so that rate() sees the first failure.
+for _backend in ("redis", "postgres"):
+    RELAY_FAILURES.labels(_backend)
 RELAY_ACTIVE = Gauge(
     "author_outbox_relay_active",
     "1 while this process holds the relay lock and publishes the outbox, else 0.",

@@ -194,6 +194,12 @@ async def test_bad_offsets_are_refused_and_leave_the_subscription_as_it_was(
             assert {d["field"] for d in reply["data"]["details"]} == {"offset"}
 
 
+def client_subscribed(gateway: Any) -> bool:
+    """Whether the gateway's only socket is subscribed."""
+    [session] = gateway.hub.sessions
+    return session in gateway.hub.subscribers
+
+
 async def test_a_recoverable_subscribe_while_redis_is_down_is_unavailable(
     serve_gateway: Any, issuer: Any, ws: Any, private_redis: Any
 ) -> None:
@@ -201,12 +207,15 @@ async def test_a_recoverable_subscribe_while_redis_is_down_is_unavailable(
         serve_gateway(redis_url=private_redis.url) as gateway,
         ws(gateway, issuer.token("viewer")) as client,
     ):
+        await client.request(PkgId.SUBSCRIBE_AUTHORS)
         private_redis.stop()
         await asyncio.wait_for(gateway.hub.lost.wait(), WAIT_SECONDS)
         for offset in ("", "1-0"):
             reply = await client.request(PkgId.SUBSCRIBE_AUTHORS, {"offset": offset})
             assert reply["status_code"] == 7
             assert reply["data"]["code"] == "service_unavailable"
+        # The plain subscription it had still holds.
+        assert client_subscribed(gateway)
         # A plain subscription needs no history.
         reply = await client.request(PkgId.SUBSCRIBE_AUTHORS)
         assert reply["data"] == {"subscribed": True}

@@ -56,6 +56,8 @@ WS_RECOVERIES = Counter(
     "Subscriptions asked to recover from an offset, by result: recovered, history_gap.",
     ["result"],
 )
+for _result in ("recovered", "history_gap"):
+    WS_RECOVERIES.labels(_result)
 
 _EVENT_PKG = {
     authors_pb2.AuthorEvent.KIND_CREATED: PkgId.AUTHOR_CREATED,
@@ -198,9 +200,9 @@ class WebSocketHub:
         after the answer is sent; otherwise the answer says `recovered: false`.
         UNAVAILABLE when the stream cannot be read.
         """
-        self.unsubscribe(session)
         if self.position is None or not self.listening.is_set():
             raise _unavailable()
+        self.unsubscribe(session)
         if not offset:
             self._recoveries[session] = _Recovery(self.position)
             self.subscribers.add(session)
