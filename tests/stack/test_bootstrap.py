@@ -6,10 +6,11 @@ HOME, the cache and the Python environment are fresh temporary directories. Ever
 must then come from the registries into that cache: a Go toolchain (Debian's Go is too
 old to build the pinned programs), Traefik, buf, ghz and vegeta built with it, uv, a Java
 21+ for Keycloak (Debian's JDK is 17) and Keycloak itself. A second run must find all of it.
-The first run builds Traefik cold: about a quarter of an hour on two cores. Jaeger alone
-is lent from this machine's own cache (JAEGER_BIN, built by the bootstrap that ran
-before the tests, from the same pinned module): building it cold as well would add ten
-minutes to a test that proves the same path with Traefik.
+The first run builds Traefik cold: about a quarter of an hour on two cores. The other
+programs built from Go modules are lent from this machine's own cache (LENT: built by the
+bootstrap that ran before the tests, from the same pinned modules, and named by the
+variable each install script honours): building each cold as well would add up to a
+quarter of an hour apiece to a test that proves the same path with Traefik.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ pytestmark = pytest.mark.timeout(1800)
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # How this machine reaches the registries (its certificate store, a proxy), kept as is.
 NETWORK = re.compile(r"SSL_CERT_(FILE|DIR)|(HTTPS?|NO)_PROXY", re.IGNORECASE)
+# variable: the install script that honours it
+LENT = {
+    "JAEGER_BIN": "install-jaeger.sh",
+    "OTELCOL_BIN": "install-otelcol.sh",
+    "VICTORIALOGS_BIN": "install-victorialogs.sh",
+    "HELM_BIN": "install-helm.sh",
+    "KUBE_APISERVER_DIR": "install-kube-apiserver.sh",
+    "K8S_SCHEMAS_DIR": "install-k8s-schemas.sh",
+}
 
 
 def pin(script: str, variable: str) -> str:
@@ -84,9 +94,6 @@ def fresh() -> Iterator[Fresh]:
         "GATEHOUSE_CACHE": str(root / "cache"),
         "UV_PROJECT_ENVIRONMENT": str(root / "venv"),
         "LANG": "C.UTF-8",
-        # The Helm chart's tools, lent from this machine's own cache (built by the bootstrap
-        # that ran before the tests, from the same pinned modules): building kube-apiserver
-        # cold as well would add as long as Traefik takes to a test that proves the same path.
         **{
             variable: subprocess.run(
                 ["bash", f"scripts/{script}"],
@@ -96,20 +103,8 @@ def fresh() -> Iterator[Fresh]:
                 timeout=1700,
                 check=True,
             ).stdout.strip()
-            for variable, script in (
-                ("HELM_BIN", "install-helm.sh"),
-                ("KUBE_APISERVER_DIR", "install-kube-apiserver.sh"),
-                ("K8S_SCHEMAS_DIR", "install-k8s-schemas.sh"),
-            )
+            for variable, script in LENT.items()
         },
-        "JAEGER_BIN": subprocess.run(
-            ["bash", "scripts/install-jaeger.sh"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=1700,
-            check=True,
-        ).stdout.strip(),
     }
     started = time.monotonic()
     result = subprocess.run(
