@@ -32,9 +32,10 @@ ticking "installing the Python workspace" uv sync --frozen --quiet --compile-byt
 bash scripts/docker-engine.sh install
 bash scripts/install-traefik.sh >/dev/null
 bash scripts/install-jaeger.sh >/dev/null
-# The log store and its shipper (docs/logging.md), built once and cached.
+# The log store, its shipper and the alerts from logs (docs/logging.md), built once and cached.
 bash scripts/install-victorialogs.sh >/dev/null
 bash scripts/install-otelcol.sh >/dev/null
+bash scripts/install-vmalert.sh >/dev/null
 bash scripts/install-keycloak.sh >/dev/null
 bash scripts/install-buf.sh >/dev/null
 bash scripts/install-ghz.sh >/dev/null

@@ -124,6 +124,7 @@ up() {
   bash "$REPO_ROOT/scripts/install-jaeger.sh" >/dev/null 9>&-
   bash "$REPO_ROOT/scripts/install-victorialogs.sh" >/dev/null 9>&-
   bash "$REPO_ROOT/scripts/install-otelcol.sh" >/dev/null 9>&-
+  bash "$REPO_ROOT/scripts/install-vmalert.sh" >/dev/null 9>&-
   # PostgreSQL and Redis outlive this shell: they must not inherit the lock.
   bash "$REPO_ROOT/scripts/postgres.sh" start 9>&-
   bash "$REPO_ROOT/scripts/redis.sh" start 9>&-

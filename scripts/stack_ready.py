@@ -39,6 +39,7 @@ def direct_probes() -> list[Probe]:
         Probe("alert-receiver", http_ok("http://127.0.0.1:9095/health")),
         Probe("victoria-logs", http_ok("http://127.0.0.1:9428/health")),
         Probe("otelcol", http_ok("http://127.0.0.1:8888/metrics")),
+        Probe("vmalert", http_ok("http://127.0.0.1:8880/health")),
         Probe("jaeger", http_ok("http://127.0.0.1:13133/status")),
     ]
     for k in range(replicas("gateway")):

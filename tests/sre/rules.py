@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 RULE_TESTS_DIR = REPO / "deploy" / "prometheus" / "tests"
 RUNBOOKS_DIR = REPO / "docs" / "runbooks"
+# The alerts vmalert computes from the log store (LogsQL, not PromQL).
+LOG_RULES = REPO / "deploy" / "vmalert" / "rules.yml"
 
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _MATCHERS = re.compile(r"\{[^}]*\}")
@@ -89,3 +91,9 @@ def exposed_name(metric: str) -> str:
 def rule_test_files() -> list[Path]:
     """The promtool rule unit test files."""
     return sorted(RULE_TESTS_DIR.glob("*_test.yml"))
+
+
+def log_alerts() -> list[dict[str, Any]]:
+    """Every alerting rule vmalert runs against the log store, as written."""
+    document: dict[str, Any] = yaml.safe_load(LOG_RULES.read_text())
+    return [rule for group in document["groups"] for rule in group["rules"] if "alert" in rule]

@@ -25,6 +25,7 @@ async def test_every_metric_in_the_rules_is_exposed(prometheus: Prometheus) -> N
         "alert-receiver",
         "victoria-logs",
         "otelcol",
+        "vmalert",
     }
     exposed: set[str] = set()
     for target in targets:

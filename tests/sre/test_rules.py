@@ -13,6 +13,7 @@ from tests.sre.rules import (
     RULES_DIR,
     RUNBOOKS_DIR,
     alert_rules,
+    log_alerts,
     metric_names,
     rule_test_files,
 )
@@ -88,7 +89,7 @@ def test_alert_has_severity_summary_and_runbook(rule: Any) -> None:
 
 
 def test_every_runbook_belongs_to_an_alert() -> None:
-    names = {rule.name for rule in ALERTS}
+    names = {rule.name for rule in ALERTS} | {rule["alert"] for rule in log_alerts()}
     orphans = [path.name for path in RUNBOOKS_DIR.glob("*.md") if path.stem not in names]
     assert orphans == []
 

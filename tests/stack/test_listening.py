@@ -21,7 +21,7 @@ PUBLIC_PORTS = {8080, 8443}
 EXPECTED_PORTS = {
     *(8080, 8443, 8081, 8082, 8083, 8180, 9000, 9090, 9093, 9095, 5432, 6379),
     *(4317, 4318, 16685, 16686, 13133),  # Jaeger
-    *(9428, 8888, 4327, 4328),  # the log store and its shipper
+    *(9428, 8888, 4327, 4328, 8880),  # the log store, its shipper, vmalert
 }
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
 POSTGRES_PID_FILE = Path("/var/run/postgresql/15-main.pid")
