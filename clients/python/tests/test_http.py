@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -10,6 +11,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
+from gatehouse_client.backoff import Backoff
 from gatehouse_client.errors import (
     GatehouseError,
     NotFound,
@@ -223,3 +225,18 @@ def test_retry_after_is_read_as_seconds_or_a_date() -> None:
     date = format_datetime(now + timedelta(seconds=5), usegmt=True)
     assert retry_after_seconds(date, now=now.timestamp()) == 5.0
     assert retry_after_seconds(format_datetime(now, usegmt=True), now=now.timestamp() + 9) == 0.0
+
+
+async def test_each_call_backs_off_from_the_start_whatever_others_did() -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    shared = Backoff(initial=1.0, maximum=64.0, rng=random.Random(5))
+    platform = Platform(broken, broken, httpx.Response(200, json=AUTHOR))
+    gatehouse, slept = client(platform, backoff=shared)
+    await gatehouse.get_author(7)
+    platform.answers += [broken, httpx.Response(200, json=AUTHOR)]
+    await gatehouse.get_author(7)
+    # The ceilings 1, 2, then 1 again for the second call: never 4.
+    assert all(wait <= ceiling for wait, ceiling in zip(slept, [1.0, 2.0, 1.0], strict=True))
+    assert shared.attempt == 0

@@ -361,3 +361,19 @@ async def test_history_that_cannot_be_read_now_is_asked_again_on_a_new_socket(
         await fake.change(100, "two", live=False)
         assert await names(socket, 1) == ["two"]
         assert socket.connections == 4
+
+
+async def test_a_request_while_no_socket_can_be_opened_is_unavailable_in_time(
+    gateway: tuple[Gateway, str],
+) -> None:
+    fake, url = gateway
+    async with GatehouseSocket(
+        url,
+        Tokens(),
+        backoff=Backoff(initial=30, maximum=30, rng=random.Random(3)),
+        request_timeout=0.5,
+    ) as socket:
+        await fake.sockets[-1].close(1001, "server shutting down")
+        await until(lambda: not socket.connected)
+        with pytest.raises(ServiceUnavailable, match="in time"):
+            await socket.get_author(7)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -117,7 +118,8 @@ class GatehouseClient:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         retries = 0
         refreshed = False
-        self._backoff.reset()
+        # Each call's own backoff: concurrent calls do not lengthen each other's waits.
+        backoff = dataclasses.replace(self._backoff, attempt=0)
         while True:
             token = await self.tokens.token()
             sent = {**(headers or {}), "Authorization": f"Bearer {token}"}
@@ -128,7 +130,7 @@ class GatehouseClient:
             except httpx.TransportError as error:
                 if method in IDEMPOTENT and retries < self.max_retries:
                     retries += 1
-                    await self._sleep(self._backoff.next_delay())
+                    await self._sleep(backoff.next_delay())
                     continue
                 raise ServiceUnavailable(f"the platform could not be reached: {error!r}") from None
             status = response.status_code
@@ -141,7 +143,7 @@ class GatehouseClient:
             ):
                 wait = retry_after_seconds(response.headers.get("retry-after"))
                 if wait is None:
-                    wait = self._backoff.next_delay()
+                    wait = backoff.next_delay()
                 if wait <= self.max_retry_wait:
                     retries += 1
                     await self._sleep(wait)

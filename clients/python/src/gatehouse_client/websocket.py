@@ -10,7 +10,8 @@
   ends the client with `ConnectionLost`;
 - requests are matched to their answers by `req_id`; an error answer raises the
   exception of its code (errors.py); a request in flight when the socket drops raises
-  `ServiceUnavailable` (it is not sent again: it may have been acted on);
+  `ServiceUnavailable` (it is not sent again: it may have been acted on), and so does a
+  request made while no socket can be opened for `request_timeout` seconds;
 - after `subscribe()`, every new socket subscribes again, and `changes()` yields the
   broadcasts as `AuthorChange`s. The subscription is recoverable (docs/websocket.md,
   Recovery by offset): the client keeps the offset of the last change it received and
@@ -191,7 +192,11 @@ class GatehouseSocket:
     async def _exchange(
         self, pkg_id: int, data: Mapping[str, Any] | None, *, resubscribe: bool
     ) -> dict[str, Any]:
-        await self._wait_ready()
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                await self._wait_ready()
+        except TimeoutError:
+            raise ServiceUnavailable("no socket could be opened in time") from None
         socket = self._socket
         assert socket is not None
         req_id = str(uuid.uuid4())
