@@ -39,6 +39,7 @@ LENT = {
     "JAEGER_BIN": "install-jaeger.sh",
     "OTELCOL_BIN": "install-otelcol.sh",
     "VICTORIALOGS_BIN": "install-victorialogs.sh",
+    "VMALERT_BIN": "install-vmalert.sh",
     "HELM_BIN": "install-helm.sh",
     "KUBE_APISERVER_DIR": "install-kube-apiserver.sh",
     "K8S_SCHEMAS_DIR": "install-k8s-schemas.sh",
