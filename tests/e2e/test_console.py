@@ -114,6 +114,14 @@ async def test_a_viewer_pages_through_authors_and_may_not_change_them(
     await expect(page.locator("#page-info")).to_have_text("page 2 of 2 (12 authors)")
     await expect(page.locator("#authors tr")).to_have_count(2)
     await expect(page.locator("#next")).to_be_disabled()
+    # Signing out ends the Keycloak session: back on the console, signed out, and the
+    # next sign-in asks for the password again.
+    await page.locator("#signout").click()
+    await expect(page.locator("#signin")).to_be_visible(timeout=SIGN_IN_MS)
+    assert page.url.startswith(f"{stack.web_url}/console/")
+    await expect(page.locator("#app")).to_be_hidden()
+    await page.locator("#signin").click()
+    await expect(page.locator("#password")).to_be_visible(timeout=SIGN_IN_MS)
     assert watched.violations == []
     assert watched.errors == []
     assert browser.outside == []
