@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from html import unescape
@@ -135,6 +136,49 @@ async def test_the_examples_run_against_the_platform(stack: Stack, editor: Keycl
         run_example, stack, "service_reader.py", GATEHOUSE_CLIENT_SECRET=SERVICE_SECRET
     )
     assert "writing is refused: {'required_role': 'create-author'}" in read
+
+
+class Counted:
+    """A token provider that counts the tokens it gave (for the socket's refresh)."""
+
+    def __init__(self, tokens: KeycloakTokens) -> None:
+        self.tokens = tokens
+        self.given: list[str] = []
+        self.renewed = asyncio.Event()
+
+    async def token(self) -> str:
+        self.given.append(await self.tokens.token())
+        if len(self.given) > 1:
+            self.renewed.set()
+        return self.given[-1]
+
+    def invalidate(self) -> None:
+        self.tokens.invalidate()
+
+
+async def test_tokens_are_refreshed_and_an_open_socket_takes_the_new_one(
+    stack: Stack,
+) -> None:
+    now = [time.monotonic()]
+    viewer = KeycloakTokens.password(
+        stack.issuer, CLIENT_ID, "viewer", dev_password("viewer"), clock=lambda: now[0]
+    )
+    first = await viewer.token()
+    now[0] += 280  # 20 s left: under the margin, so the refresh token is used
+    second = await viewer.token()
+    assert second != first
+    async with platform(stack, viewer) as client:
+        assert isinstance(await client.list_authors(id=1), list)
+    # A socket whose token is renewed within a second (a margin of all but a second of
+    # the token's life): the gateway takes the auth frame, so the socket stays the same
+    # one and answers.
+    counted = Counted(viewer)
+    async with GatehouseSocket(stack.web_url, counted, refresh_margin=299) as socket:
+        await asyncio.wait_for(counted.renewed.wait(), CHANGE_WITHIN_SECONDS)
+        assert counted.given[1] != counted.given[0]
+        assert isinstance(await socket.list_authors(id=1), list)
+        assert socket.connections == 1
+    await viewer.aclose()
 
 
 async def test_a_wrong_secret_or_password_is_authentication_failed(stack: Stack) -> None:
