@@ -377,3 +377,26 @@ async def test_a_request_while_no_socket_can_be_opened_is_unavailable_in_time(
         await until(lambda: not socket.connected)
         with pytest.raises(ServiceUnavailable, match="in time"):
             await socket.get_author(7)
+
+
+async def test_closing_the_client_ends_the_readers_of_its_changes(
+    gateway: tuple[Gateway, str],
+) -> None:
+    fake, url = gateway
+    socket = GatehouseSocket(url, Tokens(), backoff=fast())
+    await socket.connect()
+    await socket.subscribe()
+    await fake.change(100, "one")
+    seen: list[str] = []
+
+    async def read() -> None:
+        async for change in socket.changes():
+            assert isinstance(change, AuthorChange)
+            seen.append(change.author.name)
+
+    reader = asyncio.create_task(read())
+    await until(lambda: seen == ["one"])
+    await socket.aclose()
+    await asyncio.wait_for(reader, 10)
+    with pytest.raises(ConnectionLost, match="closed"):
+        await socket.next_change(1)

@@ -133,7 +133,8 @@ class GatehouseSocket:
         self._socket: ClientConnection | None = None
         self._ready = asyncio.Event()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._changes: asyncio.Queue[Change | GatehouseError] = asyncio.Queue()
+        # Changes, or the error that ended the client, or None once it was closed.
+        self._changes: asyncio.Queue[Change | GatehouseError | None] = asyncio.Queue()
         self._subscribed = False
         self._recoverable = True
         self._offset: str | None = None
@@ -168,6 +169,7 @@ class GatehouseSocket:
                 await self._runner
             self._runner = None
         self._fail_pending(ServiceUnavailable("the client was closed"))
+        self._changes.put_nowait(None)
 
     @property
     def connected(self) -> bool:
@@ -266,10 +268,13 @@ class GatehouseSocket:
         await self.request(UNSUBSCRIBE_AUTHORS)
 
     async def changes(self) -> AsyncIterator[Change]:
-        """The changes after `subscribe()`, in the order the socket delivered them; raises
-        `ConnectionLost` when the client gives up."""
+        """The changes after `subscribe()`, in the order the socket delivered them; ends
+        when the client is closed, raises `ConnectionLost` when it gives up."""
         while True:
             item = await self._changes.get()
+            if item is None:
+                self._changes.put_nowait(None)  # for any other reader too
+                return
             if isinstance(item, GatehouseError):
                 raise item
             yield item
@@ -278,6 +283,9 @@ class GatehouseSocket:
         """The next change, waiting at most `within` seconds (else TimeoutError)."""
         async with asyncio.timeout(within):
             item = await self._changes.get()
+        if item is None:
+            self._changes.put_nowait(None)
+            raise ConnectionLost("the client was closed", close_code=None)
         if isinstance(item, GatehouseError):
             raise item
         return item
