@@ -90,12 +90,15 @@ redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
 return prev
 """
 
-_PENDING = (
-    "SELECT id, kind, author_id, name, created_at, updated_at, version, request_id,"
-    " occurred_at FROM author_outbox ORDER BY id LIMIT $1"
+# One statement per pass: delete the rows the last pass published (Redis has them), and
+# read the next ones. The delete's rows are excluded by id, since the statement's
+# snapshot still shows them.
+_NEXT_BATCH = (
+    "WITH done AS (DELETE FROM author_outbox WHERE id = ANY($2::bigint[]))"
+    " SELECT id, kind, author_id, name, created_at, updated_at, version, request_id,"
+    " occurred_at FROM author_outbox WHERE id <> ALL($2::bigint[]) ORDER BY id LIMIT $1"
 )
 _OLDEST = "SELECT count(*), min(occurred_at) FROM author_outbox"
-_DONE = "DELETE FROM author_outbox WHERE id = ANY($1::bigint[])"
 _RETRY_INITIAL = 0.1
 _RETRY_MAX = 5.0
 
@@ -208,10 +211,12 @@ class OutboxRelay:
         log.info("outbox relay active", stream=self._settings.stream)
         await conn.add_listener(NOTIFY_CHANNEL, self._notified)
         appended: set[int] | None = None
+        published: list[int] = []
         delay = _RETRY_INITIAL
         while True:
             self._wake.clear()
-            rows = await conn.fetch(_PENDING, self._settings.batch_size)
+            rows = await conn.fetch(_NEXT_BATCH, self._settings.batch_size, published)
+            published = []
             await self._observe(conn, rows)
             if not rows:
                 with contextlib.suppress(TimeoutError):
@@ -233,7 +238,8 @@ class OutboxRelay:
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
             delay = _RETRY_INITIAL
-            await conn.execute(_DONE, [row["id"] for row in rows])
+            # Deleted by the next pass, which follows at once.
+            published = [row["id"] for row in rows]
 
     def _notified(self, *_: object) -> None:
         self._wake.set()
