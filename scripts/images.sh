@@ -115,6 +115,18 @@ third_party() {
       context=$(mktemp -d) && cp "$(bash scripts/install-jaeger.sh)" "$context/jaeger"
       build "$image" deploy/images/jaeger "$context" && rm -rf "$context"
       built+=("$image|instead of $upstream: the same version built by scripts/install-jaeger.sh from its Go module (upstream: the release binary, with the UI embedded; here a placeholder UI), on Debian 12 (upstream: Alpine)") ;;
+    victoria-logs)
+      context=$(mktemp -d) && cp "$(bash scripts/install-victorialogs.sh)" "$context/victoria-logs"
+      build "$image" deploy/images/victoria-logs "$context" && rm -rf "$context"
+      built+=("$image|instead of $upstream: the same version built by scripts/install-victorialogs.sh from its Go module (upstream: the release binary), on Debian 12 (upstream: scratch)") ;;
+    otelcol)
+      context=$(mktemp -d) && cp "$(bash scripts/install-otelcol.sh)" "$context/otelcol"
+      build "$image" deploy/images/otelcol "$context" && rm -rf "$context"
+      built+=("$image|instead of $upstream: the log shipper scripts/install-otelcol.sh built from deploy/otelcol/manifest.yaml, its components of the same release (upstream: every contrib component), on Debian 12") ;;
+    vmalert)
+      context=$(mktemp -d) && cp "$(bash scripts/install-vmalert.sh)" "$context/vmalert"
+      build "$image" deploy/images/vmalert "$context" && rm -rf "$context"
+      built+=("$image|instead of $upstream: the same version built by scripts/install-vmalert.sh from the VictoriaMetrics Go module (upstream: the release binary), on Debian 12 (upstream: Alpine)") ;;
     prometheus)
       build "$image" deploy/images/prometheus
       built+=("$image|instead of $upstream: $(version "$image" /usr/bin/prometheus --version | awk '{print $3}') from Debian 12 (built with Debian's Go; the web UI from Debian's packaging)") ;;
@@ -126,9 +138,9 @@ third_party() {
 }
 
 images=()
-for service in postgres redis keycloak traefik jaeger prometheus alertmanager grafana; do
+for service in postgres redis keycloak traefik jaeger victoria-logs otelcol vmalert prometheus alertmanager grafana; do
   third_party "$service"
-  [ -z "$chosen" ] || images+=("GATEHOUSE_$(tr a-z A-Z <<<"$service")_IMAGE=$chosen")
+  [ -z "$chosen" ] || images+=("GATEHOUSE_$(tr a-z- A-Z_ <<<"$service")_IMAGE=$chosen")
 done
 python_image="${GATEHOUSE_PYTHON_IMAGE:-$(arg_default Dockerfile PYTHON_IMAGE)}"
 if ! have "$python_image"; then

@@ -32,16 +32,9 @@ write keycloak 1 /metrics/keycloak/K
 write traefik 1 /metrics
 write alertmanager 1 /metrics/alertmanager/K
 write alert-receiver 1 /metrics/alert-receiver/K
-# The log store, its shipper and vmalert (docs/logging.md), where the stack runs them:
-# none where GATEHOUSE_LOGS_SCRAPED is false (the compose stack, which runs none yet).
-if [ "${GATEHOUSE_LOGS_SCRAPED:-true}" = true ]; then
-  write victoria-logs 1 /metrics/victoria-logs/K
-  write otelcol 1 /metrics/otelcol/K
-  write vmalert 1 /metrics/vmalert/K
-else
-  write victoria-logs 0 -
-  write otelcol 0 -
-  write vmalert 0 -
-fi
+# The log store, its shipper and vmalert (docs/logging.md).
+write victoria-logs 1 /metrics/victoria-logs/K
+write otelcol 1 /metrics/otelcol/K
+write vmalert 1 /metrics/vmalert/K
 printf '[{"targets": ["%s"]}]\n' "$alertmanager" > "$out/alerting.json.tmp"
 mv "$out/alerting.json.tmp" "$out/alerting.json"

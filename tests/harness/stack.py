@@ -79,6 +79,8 @@ class Stack:
     state_dir: Path | None = None
     # The trace backend's query API (Jaeger, docs/tracing.md).
     tracing_url: str = "http://127.0.0.1:16686"
+    # The log store's query API (docs/logging.md).
+    logs_url: str = "http://127.0.0.1:9428"
 
     def replicas(self, process: str) -> int:
         """How many replicas of `process` (gateway, authors, audit, ratelimit) run.
@@ -187,6 +189,7 @@ def stack_from_env(web_url: str) -> Stack:
         keycloak_direct_url=env("GATEHOUSE_STACK_KEYCLOAK_DIRECT_URL", f"http://{host}:8180"),
         native=False,
         tracing_url=env("GATEHOUSE_STACK_TRACING_URL", f"http://{host}:16686"),
+        logs_url=env("GATEHOUSE_STACK_LOGS_URL", f"http://{host}:9428"),
     )
 
 
@@ -290,6 +293,7 @@ def compose_addresses() -> Stack:
         + compose_published("keycloak", 8180).replace("localhost", "127.0.0.1"),
         native=False,
         tracing_url=f"http://{compose_published('jaeger', 16686)}",
+        logs_url=f"http://{compose_published('victoria-logs', 9428)}",
     )
 
 

@@ -1,7 +1,8 @@
-"""Every process's log in one store (docs/logging.md), against the native stack's real
+"""Every process's log in one store (docs/logging.md), against the stack's real
 VictoriaLogs and its shipper: one query finds a request's lines in each process it
-reached, lines written while the store is down arrive once it is back (or their drop is
-counted), and no credential a request carries is stored."""
+reached (natively and in the compose stack); natively, lines written while the store is
+down arrive once it is back (or their drop is counted), no credential a request carries
+is stored, and the store is not reachable through the public entrypoints."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import httpx
 from tests.harness.stack import Stack
 from tests.sre.prometheus import poll
 
-LOGS_URL = "http://127.0.0.1:9428"
 SHIPPER_METRICS_URL = "http://127.0.0.1:8888/metrics"
 # Drops the shipper counts (docs/logging.md, Delivery, buffering and drops).
 DROP_METRICS = (
@@ -31,13 +31,13 @@ SERVICE_CLIENT_SECRET = "gatehouse-service-dev-secret"
 SHIPPED_WITHIN = 120.0
 
 
-async def query(logsql: str, start: float | None = None) -> list[dict[str, Any]]:
+async def query(stack: Stack, logsql: str, start: float | None = None) -> list[dict[str, Any]]:
     """The entries of a LogsQL query (from `start`, a Unix time, when given)."""
     params = {"query": logsql}
     if start is not None:
         params["start"] = f"{start:.3f}"
     async with httpx.AsyncClient(timeout=60) as client:
-        response = await client.get(f"{LOGS_URL}/select/logsql/query", params=params)
+        response = await client.get(f"{stack.logs_url}/select/logsql/query", params=params)
     response.raise_for_status()
     return [json.loads(line) for line in response.text.splitlines() if line.strip()]
 
@@ -53,11 +53,11 @@ async def drops() -> float:
     return total
 
 
-async def services_of(request_id: str, wanted: set[str]) -> set[str]:
+async def services_of(stack: Stack, request_id: str, wanted: set[str]) -> set[str]:
     """The processes whose lines carry `request_id`, once they include `wanted`."""
 
     async def found() -> set[str] | None:
-        entries = await query(f'request_id:="{request_id}"')
+        entries = await query(stack, f'request_id:="{request_id}"')
         services = {entry["service"] for entry in entries}
         return services if services >= wanted else None
 
@@ -65,11 +65,11 @@ async def services_of(request_id: str, wanted: set[str]) -> set[str]:
 
 
 async def test_one_query_finds_a_requests_lines_in_every_process_it_reached(
-    native_stack: Stack,
+    stack: Stack,
 ) -> None:
     request_id = f"logs-{uuid.uuid4()}"
-    token = native_stack.token("editor")
-    async with httpx.AsyncClient(base_url=native_stack.web_url, timeout=30) as web:
+    token = stack.token("editor")
+    async with httpx.AsyncClient(base_url=stack.web_url, timeout=30) as web:
         response = await web.post(
             "/authors",
             json={"name": f"Logged {request_id}"},
@@ -78,9 +78,9 @@ async def test_one_query_finds_a_requests_lines_in_every_process_it_reached(
     assert response.status_code == 201, response.text
     # Traefik's access line, the gateway's, the authors service that created the author
     # and the audit writer that stored the event.
-    services = await services_of(request_id, {"traefik", "gateway", "authors", "audit"})
+    services = await services_of(stack, request_id, {"traefik", "gateway", "authors", "audit"})
     assert len(services) >= 4
-    entries = await query(f'request_id:="{request_id}" service:gateway _msg:=http_request')
+    entries = await query(stack, f'request_id:="{request_id}" service:gateway _msg:=http_request')
     assert [(entry["route"], entry["status"]) for entry in entries] == [("/authors", "201")]
     assert float(entries[0]["duration_ms"]) > 0
     assert entries[0]["user_id"]
@@ -103,7 +103,7 @@ async def test_lines_written_while_the_store_is_down_arrive_once_it_is_back(
         native_stack.start("victoria-logs")
 
     async def all_arrived() -> bool | None:
-        entries = await query(f'service:gateway request_id:"{prefix}"')
+        entries = await query(native_stack, f'service:gateway request_id:"{prefix}"')
         arrived = {entry["request_id"] for entry in entries}
         return True if arrived >= set(request_ids) else None
 
@@ -155,21 +155,24 @@ async def test_no_token_password_or_cookie_a_request_carries_is_stored(
             headers={"Authorization": f"Bearer {token}", "X-Request-ID": f"{request_id}-body"},
         )
     # Once the later request's lines are in, so are the earlier ones'.
-    await services_of(f"{request_id}-body", {"traefik", "gateway"})
-    stored = json.dumps(await query("*", start=started))
+    await services_of(native_stack, f"{request_id}-body", {"traefik", "gateway"})
+    stored = json.dumps(await query(native_stack, "*", start=started))
     signature = token.rsplit(".", 1)[1]
     issued = service.json()["access_token"]
     for secret in (token, signature, password, cookie, SERVICE_CLIENT_SECRET, issued):
         assert secret not in stored
     # The access line shows that an Authorization header came, redacted.
-    assert "REDACTED" in json.dumps(await query(f'request_id:="{request_id}" service:traefik'))
+    redacted = await query(native_stack, f'request_id:="{request_id}" service:traefik')
+    assert "REDACTED" in json.dumps(redacted)
 
 
 async def test_the_stores_api_and_ui_are_not_reachable_through_the_public_entrypoint(
     native_stack: Stack,
 ) -> None:
     async with httpx.AsyncClient(timeout=30) as client:
-        direct = await client.get(f"{LOGS_URL}/select/logsql/query", params={"query": "*"})
+        direct = await client.get(
+            f"{native_stack.logs_url}/select/logsql/query", params={"query": "*"}
+        )
     assert direct.status_code == 200
     async with httpx.AsyncClient(timeout=30, verify=native_stack.tls_context()) as client:
         for url in (native_stack.web_url, native_stack.https_url):
