@@ -44,11 +44,30 @@ def _database_spans(trace: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in trace["spans"] if _tags(s).get("db.system") == "postgresql"]
 
 
+def _whole(trace: dict[str, Any], parent: str) -> bool:
+    """Whether every span's parent is in the trace, but the first's: the caller's span of
+    the traceparent `parent` (each process sends its spans on its own: a part may come
+    before the rest)."""
+    ids = {span["spanID"] for span in trace["spans"]} | {parent.split("-")[2]}
+    for span in trace["spans"]:
+        parents = [r["spanID"] for r in span["references"] if r["refType"] == "CHILD_OF"]
+        if not parents or parents[0] not in ids:
+            return False
+    return True
+
+
 async def fetch_trace(
-    stack: Stack, trace_id: str, *, services: set[str], database: bool
+    stack: Stack,
+    parent: str,
+    *,
+    services: set[str],
+    database: bool,
+    operations: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The trace `trace_id` from Jaeger's query API, once it has spans of every one of
-    `services` (and of a PostgreSQL call, if `database`); fails after TRACE_WITHIN_SECONDS."""
+    """The trace of the traceparent `parent` from Jaeger's query API, once it is whole and
+    has spans of every one of `services`, of a PostgreSQL call (if `database`) and of
+    each of `operations`; fails after TRACE_WITHIN_SECONDS."""
+    trace_id = parent.split("-")[1]
     deadline = time.monotonic() + TRACE_WITHIN_SECONDS
     last: Any = None
     async with httpx.AsyncClient(base_url=stack.tracing_url, timeout=10) as client:
@@ -57,7 +76,12 @@ async def fetch_trace(
             if answer.status_code == 200:
                 (trace,) = answer.json()["data"]
                 last = _services(trace)
-                if services <= set(last) and (not database or _database_spans(trace)):
+                if (
+                    services <= set(last)
+                    and (not database or _database_spans(trace))
+                    and operations <= {span["operationName"] for span in trace["spans"]}
+                    and _whole(trace, parent)
+                ):
                     return dict(trace)
             else:
                 last = answer.status_code
@@ -106,7 +130,7 @@ async def test_a_get_that_misses_the_cache_is_one_trace_from_traefik_to_postgres
     assert answer.status_code == 200, answer.text
 
     trace = await fetch_trace(
-        native_stack, trace_id, services={"traefik", "gateway", "authors"}, database=True
+        native_stack, parent, services={"traefik", "gateway", "authors"}, database=True
     )
     assert {span["traceID"] for span in trace["spans"]} == {trace_id}
     # One tree: every span but Traefik's first hangs below the client's span.
@@ -121,6 +145,10 @@ async def test_a_get_that_misses_the_cache_is_one_trace_from_traefik_to_postgres
     assert path[-1] == "traefik"
     request = next(s for s in trace["spans"] if s["operationName"] == "GET /authors/{id}")
     assert _tags(request)["http.response.status_code"] == 200
+    # The gateway's latency histogram holds the request's trace id as an exemplar, which
+    # Prometheus scraped and kept (scrapes every 5 s: waited for, 60 s at most).
+    series = await _exemplar(native_stack, "http_request_duration_seconds_bucket", trace_id)
+    assert (series["job"], series["endpoint"]) == ("gateway", "/authors/{id}")
     # The log lines of the request carry its trace id: the access lines of Traefik and the
     # gateway.
     # Traefik's: the public hop and the gRPC hop the gateway's call took.
@@ -140,6 +168,25 @@ async def test_a_get_that_misses_the_cache_is_one_trace_from_traefik_to_postgres
     assert [e["grpc_method"] for e in authors_lines] == [
         "gatehouse.authors.v1.AuthorsService/GetAuthor"
     ]
+
+
+async def _exemplar(stack: Stack, metric: str, trace_id: str) -> dict[str, Any]:
+    """The series of `metric` in Prometheus that has `trace_id` as an exemplar."""
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(base_url=stack.prometheus_url, timeout=10) as client:
+        while True:
+            now = time.time()
+            answer = await client.get(
+                "/api/v1/query_exemplars",
+                params={"query": metric, "start": now - 600, "end": now},
+            )
+            answer.raise_for_status()
+            for series in answer.json()["data"]:
+                for exemplar in series["exemplars"]:
+                    if exemplar["labels"].get("trace_id") == trace_id:
+                        return dict(series["seriesLabels"])
+            assert time.monotonic() < deadline, f"no exemplar of {trace_id} in {metric}"
+            await asyncio.sleep(1)
 
 
 REPLICATED = ("gateway", "authors", "audit", "ratelimit")
@@ -173,17 +220,20 @@ async def _log_lines(stack: Stack, process: str, trace_id: str) -> list[dict[str
 async def test_a_websocket_message_carries_the_upgrades_trace_to_the_services(
     native_stack: Stack, tokens: Tokens
 ) -> None:
-    trace_id, parent = traceparent()
+    _, parent = traceparent()
     headers = {"X-Forwarded-For": client_address(), "traceparent": parent}
     async with ws.session(native_stack.web_url, await tokens.get("editor"), headers) as socket:
         created = await socket.request(ws.CREATE_AUTHOR, {"name": f"traced-ws-{time.time_ns()}"})
         assert created["status_code"] == ws.OK, created
         await socket.request(ws.DELETE_AUTHOR, {"id": created["data"]["id"]})
+    messages = frozenset({"WS CREATE_AUTHOR", "WS DELETE_AUTHOR"})
     trace = await fetch_trace(
-        native_stack, trace_id, services={"traefik", "gateway", "authors"}, database=True
+        native_stack,
+        parent,
+        services={"traefik", "gateway", "authors"},
+        database=True,
+        operations=messages,
     )
-    operations = {s["operationName"] for s in trace["spans"]}
-    assert {"WS CREATE_AUTHOR", "WS DELETE_AUTHOR"} <= operations
     # Each message's PostgreSQL work hangs below its message's span.
     for query in _database_spans(trace):
         names = [s["operationName"] for s in _ancestors(trace, query)]
@@ -194,7 +244,7 @@ async def test_an_unsampled_request_is_logged_with_its_trace_id_and_not_traced(
     native_stack: Stack, tokens: Tokens
 ) -> None:
     unsampled = secrets.token_hex(16)
-    sampled, parent = traceparent()
+    _, parent = traceparent()
     async with httpx.AsyncClient(base_url=native_stack.web_url, timeout=20) as web:
         for traced in (f"00-{unsampled}-{secrets.token_hex(8)}-00", parent):
             answer = await web.get(
@@ -212,7 +262,7 @@ async def test_an_unsampled_request_is_logged_with_its_trace_id_and_not_traced(
     # The sampled request sent after it reached the backend; nothing of the unsampled
     # one did (the backend answers 404 for a trace it never had).
     await fetch_trace(
-        native_stack, sampled, services={"traefik", "gateway", "authors"}, database=False
+        native_stack, parent, services={"traefik", "gateway", "authors"}, database=False
     )
     async with httpx.AsyncClient(base_url=native_stack.tracing_url, timeout=10) as client:
         assert (await client.get(f"/api/traces/{unsampled}")).status_code == 404
