@@ -5,6 +5,7 @@ over a real gRPC server on loopback, spans kept in memory instead of exported.""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import io
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -15,6 +16,7 @@ import pytest
 import structlog
 from google.protobuf import timestamp_pb2
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -328,3 +330,48 @@ def test_instrumented_libraries_trace_only_inside_a_sampled_request(
         assert not is_instrumentation_enabled()
     finally:
         otel_context.detach(token)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "edge", "insecure", "root"),
+    [
+        ("http://127.0.0.1:4317", True, True, "TraceIdRatioBased"),
+        ("https://collector.example:4317", False, False, "StaticSampler"),
+    ],
+)
+def test_configure_tracing_exports_over_otlp_and_samples_only_at_the_edge(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str, edge: bool, insecure: bool, root: str
+) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc import trace_exporter
+
+    made: list[dict[str, object]] = []
+    providers: list[TracerProvider] = []
+    attached: list[object] = []
+
+    class Exporter(_Collector):
+        def __init__(self, **options: object) -> None:
+            made.append(options)
+            super().__init__()
+
+    monkeypatch.setattr(trace_exporter, "OTLPSpanExporter", Exporter)
+    monkeypatch.setattr(trace, "set_tracer_provider", providers.append)
+    monkeypatch.setattr(otel_context, "attach", attached.append)
+    monkeypatch.setattr(atexit, "register", lambda _: None)
+    monkeypatch.setenv("TRACING_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("TRACING_SAMPLE_RATIO", "0.25")
+    saved = tracing._tracer, tracing._edge
+    try:
+        configure_tracing("test", ServiceSettings(), edge=edge)
+        assert tracing._tracer is not None
+        assert tracing._edge is edge
+    finally:
+        tracing._tracer, tracing._edge = saved
+    assert made == [{"endpoint": endpoint, "insecure": insecure}]
+    (provider,) = providers
+    assert provider.resource.attributes["service.name"] == "test"
+    # Parent-based everywhere; only the edge samples a request that has no parent.
+    assert type(provider.sampler).__name__ == "ParentBased"
+    assert type(provider.sampler._root).__name__ == root  # type: ignore[attr-defined]
+    # Instrumentation suppressed for the process until a sampled request lifts it.
+    (suppressed,) = attached
+    assert otel_context.get_value(tracing._SUPPRESSED, suppressed) is True  # type: ignore[arg-type]

@@ -256,7 +256,12 @@ def configure_tracing(
     provider.add_span_processor(
         BatchSpanProcessor(
             _CountedExporter(
-                OTLPSpanExporter(endpoint=settings.tracing_otlp_endpoint, insecure=True)
+                OTLPSpanExporter(
+                    endpoint=settings.tracing_otlp_endpoint,
+                    # http:// is plaintext (the collector on loopback or a private
+                    # network); https:// is TLS with the system's certificate authorities.
+                    insecure=settings.tracing_otlp_endpoint.startswith("http://"),
+                )
             )
         )
     )
