@@ -22,7 +22,10 @@ def run_script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.mark.parametrize("script", ["scripts/install-traefik.sh", "scripts/install-keycloak.sh"])
+@pytest.mark.parametrize(
+    "script",
+    ["scripts/install-traefik.sh", "scripts/install-keycloak.sh", "scripts/install-jaeger.sh"],
+)
 def test_installed_programs_come_from_the_cache(native_stack: Stack, script: str) -> None:
     started = time.monotonic()
     result = run_script(script, timeout=60)
@@ -47,7 +50,7 @@ def test_status_lists_every_program_running(native_stack: Stack) -> None:
     result = run_script("scripts/run.sh", "status", timeout=60)
     assert result.returncode == 0, result.stdout
     lines = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if line}
-    programs = ["keycloak", "traefik", "prometheus", "alertmanager", "alert-receiver"]
+    programs = ["keycloak", "traefik", "prometheus", "alertmanager", "alert-receiver", "jaeger"]
     for process in ("gateway", "authors", "audit", "ratelimit"):
         programs += [f"{process}:{process}-{k}" for k in range(native_stack.replicas(process))]
     for program in programs:
