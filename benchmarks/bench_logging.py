@@ -3,12 +3,13 @@
 run; and how many bytes the store keeps per request.
 
 Needs the native platform (started here when it is not running, and then stopped again).
-"on" is the stack as it runs (VictoriaLogs and the OpenTelemetry Collector that ships to
-it); "off" stops both programs (the processes still write their log files, as before the
-store existed). The states alternate (on, off, on, off, ...: RUNS pairs), so that a drift
-of the machine falls on both. Going back on, the shipper first ships what was written
-while it was off; a run starts only once a request made after the start is in the store.
-Both programs run again at the end.
+"on" is the stack as it runs (VictoriaLogs, the OpenTelemetry Collector that ships to it
+and vmalert, which evaluates the alerts from logs); "off" stops the three programs (the
+processes still write their log files, as before the store existed). The states
+alternate (on, off, on, off, ...: RUNS pairs), so that a drift of the machine falls on
+both. Going back on, the shipper first ships what was written while it was off; a run
+starts only once a request made after the start is in the store. The three run again at
+the end.
 
 In each state the platform benchmark's cache-hit and cache-miss scenarios run as there
 (benchmarks/bench_platform.py: wrk, closed loop, benchmarks/platform.lua, the rate limits
@@ -62,7 +63,7 @@ from benchmarks.common import Figure, Measurement, write_result
 from benchmarks.wrk import run_wrk, wrk_binary
 from tests.harness.stack import local_stack, native_running
 
-SHIPPING = ("victoria-logs", "otelcol")
+SHIPPING = ("victoria-logs", "otelcol", "vmalert")
 LOGS_URL = "http://127.0.0.1:9428"
 ON, OFF = "shipping on", "shipping off"
 MEASURED = tuple(s for s in SCENARIOS if s.key in ("cache_hit", "cache_miss"))
