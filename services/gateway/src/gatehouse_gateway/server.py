@@ -27,7 +27,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 
+from gatehouse_gateway.auditing import Refusal
 from gatehouse_gateway.context import GatewayContext
+from gatehouse_gateway.errors import ErrorCode
 from gatehouse_gateway.http.edge import edge_headers
 from gatehouse_gateway.settings import Settings
 from gatehouse_gateway.websocket import WebSocketHub
@@ -36,17 +38,19 @@ from gatehouse_kit.logging import sane_request_id
 
 log = structlog.get_logger(__name__)
 
+# The route of a request the HTTP parser refused, in its audit event.
+UNPARSED = "<unparsed>"
 # How long a socket that refused a request or a frame keeps reading (and dropping) what
 # the client still sends, waiting for it to close its side.
 LINGER_SECONDS = 5.0
 
 
-def refusal(status: HTTPStatus) -> bytes:
+def refusal(status: HTTPStatus, request_id: str) -> bytes:
     """A whole plain-text answer (as Traefik's own refusals are) with the edge headers,
     for a request that never reaches the application; the connection closes after it."""
     body = f"{status.value} {status.phrase}".encode()
     headers = (
-        *edge_headers(sane_request_id(None), ""),
+        *edge_headers(request_id, ""),
         ("content-type", "text/plain; charset=utf-8"),
         ("content-length", str(len(body))),
         ("connection", "close"),
@@ -68,12 +72,35 @@ class HttpProtocol(HttpToolsProtocol):
     Traefik has read it, and Traefik then answers the client 502. Here the socket
     half-closes after the answer and reads on, dropping what arrives, until the peer closes
     its side or LINGER_SECONDS have passed.
+
+    The refusal is audited as the application's refusals are (docs/audit.md, Refused
+    requests): reason `invalid_data`, route `<unparsed>`, the peer's address as client
+    (the request's own headers were not read).
     """
 
     _lingering = False
 
     def send_400_response(self, msg: str) -> None:
-        self.transport.write(refusal(HTTPStatus.BAD_REQUEST))
+        request_id = sane_request_id(None)
+        context: GatewayContext | None = getattr(getattr(self.app, "state", None), "context", None)
+        if context is not None:
+            context.refusals.record(
+                Refusal(
+                    reason=str(ErrorCode.INVALID_DATA),
+                    principal=None,
+                    action_type=UNPARSED,
+                    resource="",
+                    ip_address=self.client[0] if self.client else "",
+                    user_agent="",
+                    request_id=request_id,
+                    status=HTTPStatus.BAD_REQUEST.value,
+                    error_message=msg,
+                    declared_bytes=None,
+                    received_bytes=0,
+                    duration_ms=0.0,
+                )
+            )
+        self.transport.write(refusal(HTTPStatus.BAD_REQUEST, request_id))
         self._lingering = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -152,7 +179,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # The library's own answer lacks the edge headers: it is replaced.
         self.conn.data_to_send()
         self.handshake_initiated = self.handshake_complete = self.close_sent = True
-        self.transport.write(refusal(status))
+        self.transport.write(refusal(status, sane_request_id(None)))
         self.transport.close()
 
     def eof_received(self) -> None:
