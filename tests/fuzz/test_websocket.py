@@ -37,6 +37,10 @@ from tests.harness.stack import Stack
 # docs/websocket.md: text not UTF-8, policy violation (repeated abuse), message too big,
 # bad auth frame. A socket dropped without a close frame has no code at all.
 DOCUMENTED_CLOSES = frozenset({1007, 1008, 1009, 4001})
+# A timeout's signal can land inside hypothesis's own bookkeeping (a weakref callback),
+# where the exception it raises is ignored and the run then never ends; a timer thread
+# ends a run over the bound for certain, with every thread's stack.
+pytestmark = pytest.mark.timeout(300, method="thread")
 # status_code 0..7 of docs/websocket.md but 1, ERROR: an internal failure, never right for input.
 ANSWERS = frozenset(range(8)) - {1}
 FRAME_LIMIT = 64 * 1024
