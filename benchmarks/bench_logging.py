@@ -27,53 +27,28 @@ from __future__ import annotations
 
 import asyncio
 import re
-import tempfile
 import time
 import uuid
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
-from benchmarks.baseline import AUTHORS_URL
+from benchmarks import on_off
 from benchmarks.bench_gateway import _run_sh
-from benchmarks.bench_platform import (
-    CONNECTIONS,
-    MISS_HEADROOM,
-    RUNS,
-    SCENARIOS,
-    SCRIPT,
-    SECONDS,
-    WARMUP_SECONDS,
-    WEB_URL,
-    Run,
-    System,
-    _aggregate,
-    _authors,
-    _http_run,
-    _ids_file,
-    _measurement,
-    _print_run,
-    _stack_processes,
-    raised_rate_limits,
-)
-from benchmarks.common import Figure, Measurement, write_result
+from benchmarks.bench_platform import CONNECTIONS, RUNS, SCRIPT, SECONDS, WEB_URL, _stack_processes
+from benchmarks.on_off import STATE_SECONDS
 from benchmarks.wrk import run_wrk, wrk_binary
-from tests.harness.stack import local_stack, native_running
+from tests.harness.stack import native_running
 
 SHIPPING = ("victoria-logs", "otelcol", "vmalert")
 LOGS_URL = "http://127.0.0.1:9428"
 ON, OFF = "shipping on", "shipping off"
-MEASURED = tuple(s for s in SCENARIOS if s.key in ("cache_hit", "cache_miss"))
 OVERHEAD_MAX = 1.03
 # How long the shipper may take to catch up with what was written while it was off.
 CATCH_UP_SECONDS = 120.0
 BUDGET_SECONDS = (
-    120.0
-    + RUNS * 2 * (CATCH_UP_SECONDS / 2 + len(MEASURED) * 2 * (WARMUP_SECONDS + SECONDS + 6))
-    + (CATCH_UP_SECONDS + SECONDS)
+    120.0 + RUNS * 2 * (CATCH_UP_SECONDS / 2 + STATE_SECONDS) + (CATCH_UP_SECONDS + SECONDS)
 )
 
 
@@ -134,58 +109,11 @@ async def run() -> dict[str, Any]:
 
 
 async def _measure() -> dict[str, Any]:
-    platform = local_stack(native=True)
-    tag = f"bench-logging-{uuid.uuid4().hex[:8]}"
-    runs: dict[str, list[Run]] = {}
-    systems: dict[str, System] = {}
-    async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-logging-")))
-        await stack.enter_async_context(raised_rate_limits(platform, await _stack_processes()))
-        authors = await asyncpg.connect(AUTHORS_URL)
-        stack.push_async_callback(authors.close)
-        stack.push_async_callback(
-            authors.execute, "DELETE FROM authors WHERE name LIKE $1", f"{tag}-%"
-        )
-        (hot_id,) = await _authors(authors, f"{tag}-hot", 1)
-        hot = _ids_file(workdir, "hot", [hot_id])
-        print(
-            f"logging: {RUNS} pair(s) of runs of {SECONDS:.0f} s at {CONNECTIONS} connections",
-            flush=True,
-        )
-        for rep in range(RUNS):
-            for state in (ON, OFF):
-                processes = await _switch(state, client)
-                system = System(
-                    state,
-                    WEB_URL,
-                    8080,
-                    processes,
-                    [
-                        f"{platform.metrics_url}/metrics/gateway/{k}"
-                        for k in range(platform.replicas("gateway"))
-                    ],
-                )
-                systems[state] = system
-                hit_rate = 0.0
-                for scenario in MEASURED:
-                    ids = hot
-                    if scenario.mode == "walk":
-                        count = max(1000, int(hit_rate * MISS_HEADROOM * SECONDS))
-                        prefix = f"{tag}-miss-{state.split()[-1]}-{rep}"
-                        ids = _ids_file(workdir, prefix, await _authors(authors, prefix, count))
-                    token = await asyncio.to_thread(platform.token, "admin")
-                    one = await _http_run(
-                        system, scenario, ids, hot, f"{tag}-{rep}", token, processes
-                    )
-                    one.system = state
-                    runs.setdefault(f"{scenario.key} {state}", []).append(one)
-                    _print_run(rep, one)
-                    if scenario.mode == "hot":
-                        hit_rate = one.rate
-        token = await asyncio.to_thread(platform.token, "admin")
-        stored = await _stored_per_request(client, token, hot, tag)
-    return _report(systems, runs, stored)
+    async with httpx.AsyncClient(timeout=30) as client, on_off.session("logging") as measured:
+        await measured.alternate(ON, OFF, lambda state: _switch(state, client))
+        token = await asyncio.to_thread(measured.platform.token, "admin")
+        stored = await _stored_per_request(client, token, measured.hot, measured.tag)
+    return on_off.report(measured, "shipping", ON, OFF, OVERHEAD_MAX, {}, stored_per_request=stored)
 
 
 async def _stored_per_request(
@@ -213,52 +141,3 @@ async def _stored_per_request(
         flush=True,
     )
     return {"requests": report.requests, **{k: round(v, 2) for k, v in per_request.items()}}
-
-
-def _report(
-    systems: dict[str, System], runs: dict[str, list[Run]], stored: dict[str, float]
-) -> dict[str, Any]:
-    figures: list[Figure] = []
-    measurements: list[Measurement] = []
-    scenarios: dict[str, Any] = {}
-    for scenario in MEASURED:
-        both = {
-            state: _aggregate(runs[f"{scenario.key} {state}"], systems[state])
-            for state in (ON, OFF)
-        }
-        for state in (ON, OFF):
-            measurements.append(
-                _measurement(
-                    f"{scenario.title}, {state}", both[state], runs[f"{scenario.key} {state}"]
-                )
-            )
-        on, off = both[ON]["cpu_us_total"], both[OFF]["cpu_us_total"]
-        ratio = on / off if off else float("nan")
-        failed = any(both[state]["errors"] for state in (ON, OFF))
-        figures.append(
-            Figure(
-                name=f"{scenario.key}: CPU per request, all processes, shipping on",
-                value=round(on, 1),
-                unit="µs",
-                baseline=OFF,
-                baseline_value=round(off, 1),
-                target=f"<= {OVERHEAD_MAX} x {OFF}",
-                met=ratio <= OVERHEAD_MAX and not failed,
-            )
-        )
-        scenarios[scenario.key] = {**both, "ratio": round(ratio, 4)}
-        print(
-            f"\n{scenario.title}: {on:.0f} µs per request with shipping, {off:.0f} without "
-            f"(ratio {ratio:.3f}, target <= {OVERHEAD_MAX}); requests/s "
-            f"{both[ON]['per_second']:.0f} / {both[OFF]['per_second']:.0f}",
-            flush=True,
-        )
-    return write_result(
-        "logging",
-        figures,
-        measurements,
-        parameters={"runs": RUNS, "seconds": SECONDS, "connections": CONNECTIONS},
-        scenarios=scenarios,
-        stored_per_request=stored,
-        runs=[r.record() for rs in runs.values() for r in rs],
-    )

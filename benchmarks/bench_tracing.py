@@ -26,52 +26,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
-import uuid
-from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
-import asyncpg
-
-from benchmarks.baseline import AUTHORS_URL
+from benchmarks import on_off
 from benchmarks.bench_gateway import _run_sh
-from benchmarks.bench_platform import (
-    CONNECTIONS,
-    MISS_HEADROOM,
-    RUNS,
-    SCENARIOS,
-    SECONDS,
-    WARMUP_SECONDS,
-    WEB_URL,
-    Run,
-    System,
-    _aggregate,
-    _authors,
-    _http_run,
-    _ids_file,
-    _measurement,
-    _print_run,
-    _settle,
-    _stack_processes,
-    raised_rate_limits,
-)
-from benchmarks.common import Figure, Measurement, write_result
+from benchmarks.bench_platform import RUNS, _settle, _stack_processes
+from benchmarks.on_off import STATE_SECONDS
 from benchmarks.wrk import wrk_binary
-from tests.harness.stack import NATIVE_STATE, local_stack, native_running
+from tests.harness.stack import NATIVE_STATE, native_running
 
 TRACING_ENV = NATIVE_STATE / "tracing.env"
 # What reads the tracing settings at its start.
 RESTARTED = ("traefik", "gateway:*", "authors:*", "audit:*", "ratelimit:*")
 ON, OFF = "tracing on", "tracing off"
-MEASURED = tuple(s for s in SCENARIOS if s.key in ("cache_hit", "cache_miss"))
 OVERHEAD_MAX = 1.05
 RATIO = os.environ.get("BENCH_TRACING_RATIO")
 # A restart: the gateway drains (5 s), then every replica starts and answers.
 RESTART_SECONDS = 90.0
-BUDGET_SECONDS = 120.0 + RUNS * 2 * (
-    RESTART_SECONDS + len(MEASURED) * 2 * (WARMUP_SECONDS + SECONDS + 6)
-)
+BUDGET_SECONDS = 120.0 + RUNS * 2 * (RESTART_SECONDS + STATE_SECONDS)
 
 
 def tracing_settings(original: str, state: str, ratio: str | None = RATIO) -> str:
@@ -120,103 +92,13 @@ async def run() -> dict[str, Any]:
 
 
 async def _measure(original: str) -> dict[str, Any]:
-    platform = local_stack(native=True)
-    tag = f"bench-tracing-{uuid.uuid4().hex[:8]}"
-    runs: dict[str, list[Run]] = {}
-    systems: dict[str, System] = {}
-    async with AsyncExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-tracing-")))
-        await stack.enter_async_context(raised_rate_limits(platform, await _stack_processes()))
-        authors = await asyncpg.connect(AUTHORS_URL)
-        stack.push_async_callback(authors.close)
-        stack.push_async_callback(
-            authors.execute, "DELETE FROM authors WHERE name LIKE $1", f"{tag}-%"
-        )
-        (hot_id,) = await _authors(authors, f"{tag}-hot", 1)
-        hot = _ids_file(workdir, "hot", [hot_id])
-        print(
-            f"tracing: {RUNS} pair(s) of runs of {SECONDS:.0f} s at {CONNECTIONS} connections",
-            flush=True,
-        )
-        for rep in range(RUNS):
-            for state in (ON, OFF):
-                processes = await _switch(tracing_settings(original, state))
-                system = System(
-                    state,
-                    WEB_URL,
-                    8080,
-                    processes,
-                    [
-                        f"{platform.metrics_url}/metrics/gateway/{k}"
-                        for k in range(platform.replicas("gateway"))
-                    ],
-                )
-                systems[state] = system
-                hit_rate = 0.0
-                for scenario in MEASURED:
-                    ids = hot
-                    if scenario.mode == "walk":
-                        count = max(1000, int(hit_rate * MISS_HEADROOM * SECONDS))
-                        prefix = f"{tag}-miss-{state.split()[-1]}-{rep}"
-                        ids = _ids_file(workdir, prefix, await _authors(authors, prefix, count))
-                    token = await asyncio.to_thread(platform.token, "admin")
-                    one = await _http_run(
-                        system, scenario, ids, hot, f"{tag}-{rep}", token, processes
-                    )
-                    one.system = state
-                    runs.setdefault(f"{scenario.key} {state}", []).append(one)
-                    _print_run(rep, one)
-                    if scenario.mode == "hot":
-                        hit_rate = one.rate
-    return _report(systems, runs)
-
-
-def _report(systems: dict[str, System], runs: dict[str, list[Run]]) -> dict[str, Any]:
-    figures: list[Figure] = []
-    measurements: list[Measurement] = []
-    scenarios: dict[str, Any] = {}
-    for scenario in MEASURED:
-        both = {
-            state: _aggregate(runs[f"{scenario.key} {state}"], systems[state])
-            for state in (ON, OFF)
-        }
-        for state in (ON, OFF):
-            measurements.append(
-                _measurement(
-                    f"{scenario.title}, {state}", both[state], runs[f"{scenario.key} {state}"]
-                )
-            )
-        on, off = both[ON]["cpu_us_total"], both[OFF]["cpu_us_total"]
-        ratio = on / off if off else float("nan")
-        failed = any(both[state]["errors"] for state in (ON, OFF))
-        figures.append(
-            Figure(
-                name=f"{scenario.key}: CPU per request, all processes, tracing on",
-                value=round(on, 1),
-                unit="µs",
-                baseline=OFF,
-                baseline_value=round(off, 1),
-                target=f"<= {OVERHEAD_MAX} x {OFF}",
-                met=ratio <= OVERHEAD_MAX and not failed,
-            )
-        )
-        scenarios[scenario.key] = {**both, "ratio": round(ratio, 4)}
-        print(
-            f"\n{scenario.title}: {on:.0f} µs per request with tracing, {off:.0f} without "
-            f"(ratio {ratio:.3f}, target <= {OVERHEAD_MAX}); requests/s "
-            f"{both[ON]['per_second']:.0f} / {both[OFF]['per_second']:.0f}",
-            flush=True,
-        )
-    return write_result(
+    async with on_off.session("tracing") as measured:
+        await measured.alternate(ON, OFF, lambda state: _switch(tracing_settings(original, state)))
+    return on_off.report(
+        measured,
         "tracing",
-        figures,
-        measurements,
-        parameters={
-            "runs": RUNS,
-            "seconds": SECONDS,
-            "connections": CONNECTIONS,
-            "sample_ratio": RATIO or "as the stack runs it (default 0.01)",
-        },
-        scenarios=scenarios,
-        runs=[r.record() for rs in runs.values() for r in rs],
+        ON,
+        OFF,
+        OVERHEAD_MAX,
+        {"sample_ratio": RATIO or "as the stack runs it (default 0.01)"},
     )
