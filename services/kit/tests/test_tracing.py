@@ -8,6 +8,8 @@ import asyncio
 import atexit
 import io
 import json
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -32,6 +34,7 @@ from gatehouse_kit.grpc_server import GrpcService
 from gatehouse_kit.logging import configure_logging
 from gatehouse_kit.settings import ServiceSettings
 from gatehouse_kit.tracing import (
+    _CountedBatchSpanProcessor,
     _CountedExporter,
     configure_tracing,
     current_trace_id,
@@ -314,6 +317,51 @@ def test_every_exported_span_is_counted_and_every_dropped_one_too() -> None:
     tracer.start_span("kept").end()
     tracer.start_span("lost").end()
     assert (count("ok") - before[0], count("failed") - before[1]) == (1.0, 1.0)
+
+
+class _StalledCollector(SpanExporter):
+    """A collector that does not answer until `answer` is set."""
+
+    def __init__(self) -> None:
+        self.answer = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.answer.wait(10)
+        return SpanExportResult.SUCCESS
+
+
+def test_spans_dropped_from_a_full_export_queue_are_counted() -> None:
+    def count(outcome: str) -> float:
+        value = REGISTRY.get_sample_value("tracing_spans_exported_total", {"outcome": outcome})
+        return value or 0.0
+
+    before = count("queue_full"), count("ok")
+    collector = _StalledCollector()
+    processor = _CountedBatchSpanProcessor(
+        _CountedExporter(collector),
+        max_queue_size=4,
+        max_export_batch_size=1,
+        schedule_delay_millis=10,
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    # The first span leaves the queue for the stalled export; four more fill the queue.
+    tracer.start_span("exporting").end()
+    deadline = time.monotonic() + 5
+    while processor._batch_processor._queue and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for k in range(4):
+        tracer.start_span(f"queued-{k}").end()
+    assert count("queue_full") == before[0]
+    # Three more while it is full: each drops one.
+    for k in range(3):
+        tracer.start_span(f"over-{k}").end()
+    assert count("queue_full") - before[0] == 3.0
+    collector.answer.set()
+    provider.shutdown()
+    # What stayed queued was exported: the stalled span and the four still in the queue.
+    assert count("ok") - before[1] == 5.0
 
 
 def test_instrumented_libraries_trace_only_inside_a_sampled_request(

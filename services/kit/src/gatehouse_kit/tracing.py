@@ -40,11 +40,12 @@ TRACEPARENT_KEY = "traceparent"
 
 SPANS_EXPORTED = Counter(
     "tracing_spans_exported_total",
-    "Spans sent to the trace collector, by outcome: ok, or failed (the collector refused "
-    "them or did not answer: those spans are dropped).",
+    "Spans handed to the trace collector, by outcome: ok; failed (the collector refused "
+    "them or did not answer); queue_full (ended while the export queue was full: one span "
+    "is dropped for it). Spans failed and queue_full are lost.",
     ["outcome"],
 )
-for _outcome in ("ok", "failed"):
+for _outcome in ("ok", "failed", "queue_full"):
     SPANS_EXPORTED.labels(_outcome)
 
 # The W3C traceparent of the request being served: as it came, or of this process's
@@ -228,6 +229,17 @@ class _CountedExporter(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
 
+class _CountedBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, counting what it drops when its queue is full (it makes
+    room by dropping the oldest span, and only logs it)."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._batch_processor._queue
+        if len(queue) == queue.maxlen:
+            SPANS_EXPORTED.labels("queue_full").inc()
+        super().on_end(span)
+
+
 def configure_tracing(
     service: str,
     settings: ServiceSettings,
@@ -254,7 +266,7 @@ def configure_tracing(
         ),
     )
     provider.add_span_processor(
-        BatchSpanProcessor(
+        _CountedBatchSpanProcessor(
             _CountedExporter(
                 OTLPSpanExporter(
                     endpoint=settings.tracing_otlp_endpoint,
