@@ -8,6 +8,8 @@
 source "$(dirname "$0")/lib.sh"
 uv_version=0.13.9
 apt_install postgresql-15 postgresql-contrib redis-server prometheus prometheus-alertmanager ca-certificates
+# Rotates the log files a program writes itself (scripts/logrotate.sh: Traefik's access log).
+apt_install logrotate
 # The browser of the end-to-end tests (tests/e2e/test_browser.py), driven by Playwright:
 # Debian's own build, so that nothing downloads one.
 apt_install chromium

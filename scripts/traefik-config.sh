@@ -13,6 +13,10 @@
 #   TRACING_OTLP_ENDPOINT the collector's OTLP/gRPC address, [http://]host:port
 #     (default http://127.0.0.1:4317, as in the file)
 # A value of either that is not of that form is refused (exit 2), and nothing is written.
+# and where the access log goes:
+#   TRAEFIK_ACCESS_LOG    an absolute file path: Traefik writes its access log there itself
+#     (and reopens it on USR1, after scripts/logrotate.sh rotated it); unset or empty:
+#     standard output, with Traefik's own log (compose, where Docker keeps the output)
 # Usage: traefik-config.sh <output file>
 set -euo pipefail
 out="${1:?usage: $0 <output file>}"
@@ -33,12 +37,19 @@ if ! [[ "$endpoint" =~ ^(http://)?([A-Za-z0-9.-]+:[0-9]{1,5})/?$ ]]; then
   exit 2
 fi
 endpoint="${BASH_REMATCH[2]}"
+access_log="${TRAEFIK_ACCESS_LOG:-}"
+if [ -n "$access_log" ] && ! [[ "$access_log" =~ ^/[A-Za-z0-9._/-]+$ ]]; then
+  echo "TRAEFIK_ACCESS_LOG must be an absolute path of letters, digits, '.', '_', '-' and '/', not '$access_log'" >&2
+  exit 2
+fi
+access=""
+[ -z "$access_log" ] || access="s|^accessLog:\$|accessLog:\n  filePath: \"$access_log\"|"
 case "${TRACING_ENABLED:-true}" in
   [Ff][Aa][Ll][Ss][Ee] | 0 | [Nn][Oo] | [Oo][Ff][Ff]) tracing='/^tracing:/,/^$/d' ;;
   *) tracing="s/^  sampleRate: .*/  sampleRate: $ratio/; s/^      endpoint: 127\.0\.0\.1:4317$/      endpoint: $endpoint/" ;;
 esac
 source_file="$(cd "$(dirname "$0")/.." && pwd)/deploy/traefik/traefik.yml"
 mkdir -p "$(dirname "$out")"
-sed "s/^\(    address: \"\)127\.0\.0\.1:/\1$bind:/; $tracing" "$source_file" > "$out.tmp"
+sed "s/^\(    address: \"\)127\.0\.0\.1:/\1$bind:/; $tracing; $access" "$source_file" > "$out.tmp"
 # Replaced whole, never half-written.
 mv "$out.tmp" "$out"

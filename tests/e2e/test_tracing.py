@@ -193,8 +193,8 @@ REPLICATED = ("gateway", "authors", "audit", "ratelimit")
 
 
 async def _log_lines(stack: Stack, process: str, trace_id: str) -> list[dict[str, Any]]:
-    """The JSON log lines of `process` (every replica of it) that carry `trace_id` (lines
-    are written in batches: waited for)."""
+    """The JSON log lines of `process` (every replica of it; for traefik, its access log)
+    that carry `trace_id` (lines are written in batches: waited for)."""
     programs = (
         [f"{process}-{k}" for k in range(stack.replicas(process))]
         if process in REPLICATED
@@ -203,9 +203,12 @@ async def _log_lines(stack: Stack, process: str, trace_id: str) -> list[dict[str
     deadline = time.monotonic() + 30
     while True:
         lines = []
-        for program in programs:
-            text = stack.log_path(program).read_text(errors="replace")
-            lines += text.splitlines()[-20000:]
+        if process == "traefik":
+            lines = stack.access_log_lines(20000)
+        else:
+            for program in programs:
+                text = stack.log_path(program).read_text(errors="replace")
+                lines += text.splitlines()[-20000:]
         found = []
         for line in lines:
             if trace_id in line and line.startswith("{"):

@@ -148,6 +148,18 @@ class Stack:
             raise RuntimeError("logs are files only for the native stack")
         return self.state_dir / "logs" / f"{program}.log"
 
+    def access_log_lines(self, last: int = 5000) -> list[str]:
+        """The last `last` lines of Traefik's access log on the native stack: the file
+        Traefik writes, after what its rotated predecessor holds (scripts/logrotate.sh)."""
+        if self.state_dir is None:
+            raise RuntimeError("logs are files only for the native stack")
+        current = self.state_dir / "logs" / "traefik-access.log"
+        lines = current.read_text(errors="replace").splitlines() if current.exists() else []
+        rotated = current.with_name(f"{current.name}.1")
+        if len(lines) < last and rotated.exists():
+            lines = rotated.read_text(errors="replace").splitlines() + lines
+        return lines[-last:]
+
     def supervisorctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run supervisorctl against the native stack (`status`, `restart gateway:*`, ...)."""
         if not self.native:

@@ -6,15 +6,19 @@ is stored, and the store is not reachable through the public entrypoints."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import secrets
+import subprocess
 import time
 import uuid
 from typing import Any
 
 import httpx
 
+from tests.harness.backends import REPO
 from tests.harness.stack import Stack
 from tests.sre.prometheus import poll
 
@@ -114,6 +118,48 @@ async def test_lines_written_while_the_store_is_down_arrive_once_it_is_back(
         assert await drops() > dropped_before
         raise
     assert await drops() == dropped_before
+
+
+async def test_traefiks_access_log_is_rotated_and_shipped_on_both_sides_of_a_rotation(
+    native_stack: Stack,
+) -> None:
+    assert native_stack.state_dir is not None
+    current = native_stack.state_dir / "logs" / "traefik-access.log"
+    rotated = current.with_name("traefik-access.log.1")
+    before, after = f"rotation-before-{uuid.uuid4()}", f"rotation-after-{uuid.uuid4()}"
+
+    async def get(request_id: str) -> None:
+        async with httpx.AsyncClient(base_url=native_stack.web_url, timeout=30) as web:
+            response = await web.get("/health/live", headers={"X-Request-ID": request_id})
+        assert response.status_code == 200
+
+    async def written(request_id: str) -> bool | None:
+        return True if request_id in current.read_text(errors="replace") else None
+
+    await get(before)
+    # Traefik writes the access line itself, not through supervisord's output.
+    await poll(lambda: written(before), 30, f"{before} in {current.name}")
+    assert before not in native_stack.log_path("traefik").read_text(errors="replace")
+    # What the logrotate program does to a file over 20 MB, now.
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "scripts/logrotate.sh", "--force"],
+        cwd=REPO,
+        env={**os.environ, "GATEHOUSE_STATE": str(native_stack.state_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert before in rotated.read_text(errors="replace")
+    # Traefik reopened the file: the next line is in the new one.
+    await get(after)
+    await poll(lambda: written(after), 30, f"{after} in a new {current.name}")
+    assert after not in rotated.read_text(errors="replace")
+    # The shipper read the end of the renamed file and the new one.
+    await services_of(native_stack, before, {"traefik"})
+    await services_of(native_stack, after, {"traefik"})
 
 
 async def test_no_token_password_or_cookie_a_request_carries_is_stored(

@@ -130,7 +130,7 @@ def _access_log_line(stack: Stack, request_id: str) -> dict[str, Any]:
     """
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        for line in stack.log_path("traefik").read_text().splitlines()[-5000:]:
+        for line in stack.access_log_lines():
             if request_id in line:
                 entry: dict[str, Any] = json.loads(line)
                 if entry.get("entryPointName") == "web":

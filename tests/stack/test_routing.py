@@ -134,7 +134,7 @@ def test_api_requests_are_spread_over_every_gateway_replica(native_stack: Stack)
             client.get("/health/live", headers={"X-Request-ID": f"{marker}-{n}"})
     deadline = time.monotonic() + 10
     while True:
-        lines = native_stack.log_path("traefik").read_text().splitlines()[-5000:]
+        lines = native_stack.access_log_lines()
         served = {
             json.loads(line)["ServiceAddr"]
             for line in lines

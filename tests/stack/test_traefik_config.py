@@ -24,6 +24,7 @@ RENDERED_FROM = (
     "TRACING_ENABLED",
     "TRACING_SAMPLE_RATIO",
     "TRACING_OTLP_ENDPOINT",
+    "TRAEFIK_ACCESS_LOG",
 )
 
 
@@ -126,9 +127,12 @@ def test_tracing_is_rendered_from_the_settings_every_process_reads(tmp_path: Pat
         ("TRACING_OTLP_ENDPOINT", "jaeger"),
         ("TRACING_OTLP_ENDPOINT", "https://jaeger:4317"),
         ("TRACING_OTLP_ENDPOINT", "http://jaeger:4317/v1; rm -rf /"),
+        ("TRAEFIK_ACCESS_LOG", "logs/access.log"),
+        ("TRAEFIK_ACCESS_LOG", "/var/log/a log"),
+        ("TRAEFIK_ACCESS_LOG", '/var/log/a"\n  format: common'),
     ],
 )
-def test_a_bad_tracing_setting_is_refused_and_writes_nothing(
+def test_a_bad_setting_is_refused_and_writes_nothing(
     tmp_path: Path, variable: str, value: str
 ) -> None:
     out = tmp_path / "traefik.yml"
@@ -137,3 +141,24 @@ def test_a_bad_tracing_setting_is_refused_and_writes_nothing(
     assert result.returncode == 2
     assert f"{variable} must be" in result.stderr
     assert out.read_text() == "previous\n"
+
+
+def test_the_access_log_goes_to_the_named_file_or_to_standard_output(tmp_path: Path) -> None:
+    source = yaml.safe_load(SOURCE.read_text())
+    out = tmp_path / "traefik.yml"
+    access_log = "/var/log/gatehouse/traefik-access.log"
+    assert render(out, None, TRAEFIK_ACCESS_LOG=access_log).returncode == 0
+    rendered = yaml.safe_load(out.read_text())
+    assert rendered["accessLog"] == {
+        **source["accessLog"],
+        "filePath": access_log,
+    }
+    # Nothing else moved.
+    assert {k: v for k, v in rendered.items() if k != "accessLog"} == {
+        k: v for k, v in source.items() if k != "accessLog"
+    }
+    # Unset or empty: standard output, as in the repository's file.
+    for value in (None, ""):
+        extra = {} if value is None else {"TRAEFIK_ACCESS_LOG": value}
+        assert render(out, None, **extra).returncode == 0
+        assert "filePath" not in yaml.safe_load(out.read_text())["accessLog"]
