@@ -281,3 +281,30 @@ async def test_totals_past_the_count_limit_are_estimates_and_say_so(
     )
     assert not small.meta.total_is_estimate
     assert small.meta.total == len(small.events) == 10
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "index"),
+    [
+        ("user_id", "u-9", "audit_events_user_time_idx"),
+        ("username", "nobody", "audit_events_username_time_idx"),
+        ("action_type", "DELETE /authors", "audit_events_action_time_idx"),
+        ("resource", "/authors/none", "audit_events_resource_time_idx"),
+        ("outcome", "error", "audit_events_outcome_time_idx"),
+    ],
+)
+async def test_every_filter_has_an_index_in_page_order(
+    stored: list[audit_pb2.AuditEvent], db: Any, column: str, value: str, index: str
+) -> None:
+    # A filter that matches few events or none must not walk the whole time index: on a
+    # large table that reads every row (seconds, past the gateway's deadline).
+    await db.execute("SET enable_seqscan = off")
+    try:
+        plan = await db.fetchval(
+            "EXPLAIN (FORMAT JSON) SELECT * FROM audit_events "
+            f'WHERE {column} = $1 ORDER BY "timestamp" DESC, id DESC LIMIT 51',
+            value,
+        )
+    finally:
+        await db.execute("RESET enable_seqscan")
+    assert f'"Index Name": "{index}"' in plan, plan

@@ -39,8 +39,8 @@ def upgrade() -> None:
         )
         """
     )
-    # Newest-first pages, date ranges, retention deletes, and the filters without
-    # an index of their own (username, resource, outcome) walk this one.
+    # Newest-first pages, date ranges and retention deletes; every filter has an index of
+    # its own in page order (here and in 0003).
     op.execute('CREATE INDEX audit_events_time_idx ON audit_events ("timestamp" DESC, id DESC)')
     # /audit-logs/user/{user_id} and the user_id filter, already in page order.
     op.execute(
