@@ -202,10 +202,10 @@ async def _log_lines(stack: Stack, process: str, trace_id: str) -> list[dict[str
     )
     deadline = time.monotonic() + 30
     while True:
-        lines = []
         if process == "traefik":
             lines = stack.access_log_lines(20000)
         else:
+            lines = []
             for program in programs:
                 text = stack.log_path(program).read_text(errors="replace")
                 lines += text.splitlines()[-20000:]

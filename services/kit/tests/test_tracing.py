@@ -301,11 +301,13 @@ class _Collector(SpanExporter):
         return self._results.pop(0)
 
 
-def test_every_exported_span_is_counted_and_every_dropped_one_too() -> None:
-    def count(outcome: str) -> float:
-        value = REGISTRY.get_sample_value("tracing_spans_exported_total", {"outcome": outcome})
-        return value or 0.0
+def count(outcome: str) -> float:
+    """tracing_spans_exported_total of `outcome` so far."""
+    value = REGISTRY.get_sample_value("tracing_spans_exported_total", {"outcome": outcome})
+    return value or 0.0
 
+
+def test_every_exported_span_is_counted_and_every_dropped_one_too() -> None:
     before = count("ok"), count("failed")
     provider = TracerProvider()
     provider.add_span_processor(
@@ -331,10 +333,6 @@ class _StalledCollector(SpanExporter):
 
 
 def test_spans_dropped_from_a_full_export_queue_are_counted() -> None:
-    def count(outcome: str) -> float:
-        value = REGISTRY.get_sample_value("tracing_spans_exported_total", {"outcome": outcome})
-        return value or 0.0
-
     before = count("queue_full"), count("ok")
     collector = _StalledCollector()
     processor = _CountedBatchSpanProcessor(
