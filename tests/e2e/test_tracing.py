@@ -151,12 +151,19 @@ async def test_a_get_that_misses_the_cache_is_one_trace_from_traefik_to_postgres
     assert (series["job"], series["endpoint"]) == ("gateway", "/authors/{id}")
     # The log lines of the request carry its trace id: the access lines of Traefik and the
     # gateway.
-    # Traefik's: the public hop and the gRPC hop the gateway's call took.
+    # Traefik's: the public hop (traced: trace_id) and the gRPC hop the gateway's call took
+    # (not traced: the traceparent the call carried, with the gateway's client span).
     traefik_lines = await _log_lines(native_stack, "traefik", trace_id)
     assert sorted(e["RequestPath"] for e in traefik_lines) == [
         f"/authors/{author_id}",
         "/gatehouse.authors.v1.AuthorsService/GetAuthor",
     ]
+    call = next(e for e in traefik_lines if e["entryPointName"] == "grpc")
+    client = next(s for s in trace["spans"] if s["spanID"] == call["request_Traceparent"][36:52])
+    assert (_service_of(trace, client), client["operationName"]) == (
+        "gateway",
+        "authors/GetAuthor",
+    )
     gateway_lines = [
         e for e in await _log_lines(native_stack, "gateway", trace_id) if e["msg"] == "http_request"
     ]
@@ -213,7 +220,8 @@ async def _log_lines(stack: Stack, process: str, trace_id: str) -> list[dict[str
         for line in lines:
             if trace_id in line and line.startswith("{"):
                 entry = json.loads(line)
-                if entry.get("trace_id") == trace_id:
+                traceparent = entry.get("request_Traceparent", "")
+                if trace_id in (entry.get("trace_id"), traceparent[3:35]):
                     found.append(entry)
         if found or time.monotonic() > deadline:
             return found

@@ -1,6 +1,7 @@
 """Every process's log in one store (docs/logging.md), against the stack's real
 VictoriaLogs and its shipper: one query finds a request's lines in each process it
-reached (natively and in the compose stack); natively, lines written while the store is
+reached (natively and in the compose stack); natively, one query by trace id finds Traefik's
+public hop and its untraced gRPC hop, lines written while the store is
 down arrive once it is back (or their drop is counted), no credential a request carries
 is stored, and the store is not reachable through the public entrypoints."""
 
@@ -89,6 +90,40 @@ async def test_one_query_finds_a_requests_lines_in_every_process_it_reached(
     assert float(entries[0]["duration_ms"]) > 0
     assert entries[0]["user_id"]
     assert entries[0]["replica"].isdigit()
+
+
+async def test_one_query_by_trace_id_finds_both_of_traefiks_hops(native_stack: Stack) -> None:
+    # Traefik traces its public entrypoints, not the internal gRPC one: the access line of
+    # the gateway's call to the authors service gets its trace id from the traceparent
+    # header the call carried (deploy/otelcol/config.yaml), which is not stored itself.
+    trace_id = secrets.token_hex(16)
+    token = native_stack.token("editor")
+    async with httpx.AsyncClient(base_url=native_stack.web_url, timeout=30) as web:
+        response = await web.post(
+            "/authors",
+            json={"name": f"Traced {trace_id}"},
+            headers={
+                "Authorization": f"Bearer {token}",
+                "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-00",
+            },
+        )
+    assert response.status_code == 201, response.text
+
+    async def found() -> list[dict[str, Any]] | None:
+        entries = await query(native_stack, f'trace_id:="{trace_id}" service:traefik')
+        return entries if len(entries) >= 2 else None
+
+    entries = await poll(found, SHIPPED_WITHIN, f"Traefik's lines of trace {trace_id}")
+    assert sorted((e["entryPointName"], e["_msg"]) for e in entries) == [
+        ("grpc", "POST /gatehouse.authors.v1.AuthorsService/CreateAuthor"),
+        ("web", "POST /authors"),
+    ]
+    assert not [name for e in entries for name in e if "traceparent" in name.lower()]
+    # Both hops carry the request id the gateway gave the request (the client sent none),
+    # and the services' lines are found by the same trace id.
+    assert {e["request_id"] for e in entries} == {response.headers["x-request-id"]}
+    services = {e["service"] for e in await query(native_stack, f'trace_id:="{trace_id}"')}
+    assert services >= {"traefik", "gateway", "authors"}
 
 
 async def test_lines_written_while_the_store_is_down_arrive_once_it_is_back(

@@ -103,11 +103,13 @@ def test_tracing_is_rendered_from_the_settings_every_process_reads(tmp_path: Pat
     rendered = yaml.safe_load(out.read_text())
     assert rendered["tracing"]["sampleRate"] == 0.5
     assert rendered["tracing"]["otlp"]["grpc"]["endpoint"] == "jaeger:4317"
-    # Scrapes and the dashboard are not traced; the public and gRPC hops are.
-    for name in ("metrics", "traefik"):
+    # The public hops are traced; scrapes, the dashboard and the internal gRPC hop (which
+    # passes the gateway's trace context on and logs it) are not.
+    for name in ("metrics", "traefik", "grpc"):
         assert rendered["entryPoints"][name]["observability"] == {"tracing": False}
-    for name in ("web", "websecure", "grpc"):
+    for name in ("web", "websecure"):
         assert "observability" not in rendered["entryPoints"][name]
+    assert rendered["accessLog"]["fields"]["headers"]["names"]["Traceparent"] == "keep"
     off = render(out, None, TRACING_ENABLED="false")
     assert off.returncode == 0, off.stderr
     without = yaml.safe_load(out.read_text())
