@@ -190,6 +190,8 @@ class Run:
     # Open loop: the rate asked for, and the rate the requests went out at.
     offered_rate: float | None = None
     sent_rate: float | None = None
+    # The machine's pace during the run (benchmarks/pace.py), where it was probed.
+    pace_ms: float | None = None
 
     @property
     def rate(self) -> float:
@@ -218,6 +220,7 @@ class Run:
             "cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()},
             "load_generator_cpu_seconds": round(self.load_generator_seconds, 3),
             "edge_cache_lookups": self.cache_lookups,
+            "pace_ms": self.pace_ms,
             "notes": self.notes,
         }
 
@@ -823,9 +826,10 @@ async def _run_on_platform() -> dict[str, Any]:
 def _print_run(rep: int, one: Run) -> None:
     failed = f"; FAILED: {one.errors}" if one.errors else ""
     offered = f" (offered {one.offered_rate:.0f}/s)" if one.offered_rate is not None else ""
+    pace = f", pace {one.pace_ms:.1f} ms" if one.pace_ms is not None else ""
     print(
         f"  run {rep + 1} {one.scenario} {one.system}: {one.rate:.0f}/s{offered}, "
-        f"p99 {one.quantiles_ms[99.0]:.2f} ms{failed}",
+        f"p99 {one.quantiles_ms[99.0]:.2f} ms{pace}{failed}",
         flush=True,
     )
 

@@ -6,6 +6,11 @@ and the logging benchmarks, which each say how their feature is switched.
 CPU is counted as in the platform benchmark: every process of the stack per request
 answered. Target: in each scenario, the median CPU per request with the feature on is at
 most the benchmark's overhead bound times the median with it off.
+
+The two states run one after the other, and a shared machine's pace changes for seconds
+at a time; each run records the pace a probe beside the load measured
+(benchmarks/pace.py, `pace_ms` in the results), so that a run that fell into a slow
+stretch shows it.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from benchmarks.bench_platform import (
     raised_rate_limits,
 )
 from benchmarks.common import Figure, Measurement, write_result
+from benchmarks.pace import Pace
 from tests.harness.stack import Stack, local_stack
 
 MEASURED = tuple(s for s in SCENARIOS if s.key in ("cache_hit", "cache_miss"))
@@ -62,6 +68,7 @@ class Session:
     workdir: Path
     authors: asyncpg.Connection
     hot: Path
+    pace: Pace
     runs: dict[str, list[Run]] = field(default_factory=dict)
     systems: dict[str, System] = field(default_factory=dict)
 
@@ -98,6 +105,9 @@ class Session:
             one = await _http_run(
                 system, scenario, ids, self.hot, f"{self.tag}-{rep}", token, processes
             )
+            # The measured window ended as the run's figures were read, just before.
+            end = self.pace.now()
+            one.pace_ms = self.pace.between(end - one.seconds - 1.0, end)
             one.system = state
             self.runs.setdefault(f"{scenario.key} {state}", []).append(one)
             _print_run(rep, one)
@@ -121,7 +131,8 @@ async def session(name: str) -> AsyncIterator[Session]:
         )
         (hot_id,) = await _authors(authors, f"{tag}-hot", 1)
         hot = _ids_file(workdir, "hot", [hot_id])
-        yield Session(name, platform, tag, workdir, authors, hot)
+        pace = await stack.enter_async_context(Pace())
+        yield Session(name, platform, tag, workdir, authors, hot, pace)
 
 
 def report(

@@ -3,6 +3,7 @@ read (benchmarks/vegeta.py), and one short attack of the real vegeta on a local 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from benchmarks.common import non_2xx, percentile
+from benchmarks.pace import Pace
 from benchmarks.vegeta import read_results, run_vegeta, targets_text
 
 
@@ -172,3 +174,15 @@ async def test_vegeta_sends_at_the_rate_with_the_headers_and_reports_each_status
 )
 def test_percentile_is_the_nearest_rank(n: int, q: float, expected: int) -> None:
     assert percentile([float(i) for i in range(n, 0, -1)], q) == expected
+
+
+async def test_the_pace_probe_reports_unit_times_within_a_window_and_none_outside() -> None:
+    async with Pace() as pace:
+        start = pace.now()
+        await asyncio.sleep(1.2)
+        end = pace.now()
+        during = pace.between(start, end)
+    assert during is not None
+    # A unit is a few milliseconds of CPU on any machine this runs on.
+    assert 0.5 < during < 200
+    assert pace.between(end + 10, end + 20) is None
