@@ -38,6 +38,13 @@ postmaster and all its backends) and Redis. Baseline: its uvicorn process, its T
 PostgreSQL and Redis. The load generator is counted apart. Each figure is the median of
 RUNS runs (WebSocket rates: one run each).
 
+An earlier main (BENCH_PLATFORM_BEFORE, a commit; docs/performance.md names the one the
+hot-path targets compare with): before the current stack starts, that commit's own stack
+runs from a temporary folder (benchmarks/before.py: its own state and databases, the same
+PostgreSQL, Redis and ports) and answers the cache-hit scenario RUNS times, measured the
+same way; target: Gatehouse's cache-hit requests/s at least BEFORE_RATE_RATIO_MIN times its.
+A running current stack is stopped for it and started again afterwards.
+
 Rate limits: the running ratelimit replicas' rules file (RATELIMIT_RULES_PATH, else
 deploy/ratelimit/rules.yaml) gets every limit LIMIT_FACTOR times higher, and every lease
 limit too, for the run; it is hot-reloaded (each replica's reload counter is watched,
@@ -75,6 +82,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from benchmarks.baseline import AUDIT_URL, AUTHORS_URL, REDIS_URL
+from benchmarks.before import Checkout, running_before
 from benchmarks.bench_gateway import LIMIT_FACTOR, _run_sh, raised_limits
 from benchmarks.bench_gateway_ws import CLIENTS, _round_trips
 from benchmarks.bench_gateway_ws import SECONDS as WS_SECONDS
@@ -98,6 +106,11 @@ WS_RATES = tuple(
 )
 # Consecutive Gatehouse runs at WS_TARGET_RATE; the target asks for WS_TARGET_RUNS.
 WS_RUNS = int(os.environ.get("BENCH_PLATFORM_WS_RUNS", "1"))
+# An earlier main (a commit), measured in the same run before the current stack starts
+# (benchmarks/before.py), cache hit only. Target: Gatehouse's cache-hit requests/s at least
+# BEFORE_RATE_RATIO_MIN times its, every response of both 2xx.
+BEFORE_REF = os.environ.get("BENCH_PLATFORM_BEFORE", "")
+BEFORE_RATE_RATIO_MIN = 3.0
 MIX_AUTHORS = 1000
 MISS_HEADROOM = 1.5
 # After a WebSocket run, and before a half-of-peak run, wait (at most SETTLE_SECONDS) until
@@ -118,12 +131,14 @@ BUDGET_SECONDS = (
     + RUNS * 3 * 2 * (WARMUP_SECONDS + SECONDS + 6)
     + RUNS * 2 * (WARMUP_SECONDS + SECONDS + TIMEOUT_SECONDS + 4)
     + (len(WS_RATES) * 2 + max(0, WS_RUNS - 1)) * (WS_WARMUP_SECONDS + WS_SECONDS + 20)
+    # An earlier main: its environment, its stack's start and stop, its cache-hit runs.
+    + (420.0 + RUNS * (WARMUP_SECONDS + SECONDS + 6) if BEFORE_REF else 0.0)
 )
 
 K = TypeVar("K", int, str)
 T = TypeVar("T", int, float)
 SCRIPT = Path(__file__).resolve().parent / "platform.lua"
-GATEHOUSE, BASELINE = "Gatehouse", "baseline"
+GATEHOUSE, BASELINE, BEFORE = "Gatehouse", "baseline", "before"
 WEB_URL = "http://127.0.0.1:8080"
 LOAD_GENERATOR = "load generator"
 # The gateway upstream of the templated dynamic configuration (replica k: 8000 + 100 k).
@@ -232,17 +247,21 @@ def _cpu(processes: dict[str, tuple[int, bool]], table: ProcessTable) -> dict[st
     }
 
 
-async def _stack_processes() -> dict[str, tuple[int, bool]]:
+async def _stack_processes(before: Checkout | None = None) -> dict[str, tuple[int, bool]]:
     """Every supervisord program of the running stack (its process tree), supervisord
-    itself, PostgreSQL's postmaster (with its backends) and Redis."""
-    status = await asyncio.to_thread(
-        subprocess.run,
-        ["bash", str(REPO / "scripts" / "run.sh"), "status"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    itself, PostgreSQL's postmaster (with its backends) and Redis; of the current
+    checkout's stack, or of an earlier main's."""
+    if before is None:
+        status = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", str(REPO / "scripts" / "run.sh"), "status"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    else:
+        status = await asyncio.to_thread(before.run_sh, "status", check=False)
     processes: dict[str, tuple[int, bool]] = {}
     for line in status.stdout.splitlines():
         parts = line.split()
@@ -254,9 +273,10 @@ async def _stack_processes() -> dict[str, tuple[int, bool]]:
         processes[name] = (int(parts[3].rstrip(",")), True)
     if not processes:
         raise RuntimeError(f"no stack programs in `run.sh status`: {status.stdout}")
-    supervisord = int((NATIVE_STATE / "supervisord.pid").read_text().split()[0])
+    state = NATIVE_STATE if before is None else before.state
+    supervisord = int((state / "supervisord.pid").read_text().split()[0])
     processes["supervisord"] = (supervisord, False)
-    connection = await asyncpg.connect(AUTHORS_URL)
+    connection = await asyncpg.connect(AUTHORS_URL if before is None else before.authors_url)
     try:
         # The backend serving this connection is a child of the postmaster.
         backend = int(await connection.fetchval("SELECT pg_backend_pid()"))
@@ -689,6 +709,12 @@ async def run() -> dict[str, Any]:
     copy is what gets raised, not the repository's file) and is stopped again at the end."""
     await wrk_binary()
     was_running = await asyncio.to_thread(native_running)
+    before: tuple[System, list[Run]] | None = None
+    if BEFORE_REF:
+        if was_running:
+            print("platform: the running stack stops while the earlier main runs", flush=True)
+            await asyncio.to_thread(_run_sh, "down")
+        before = await _before_runs(BEFORE_REF)
     with tempfile.TemporaryDirectory(prefix="bench-platform-rules-") as rules_dir:
         if not was_running:
             rules = Path(rules_dir) / "rules.yaml"
@@ -698,13 +724,37 @@ async def run() -> dict[str, Any]:
             os.environ["RATELIMIT_RULES_PATH"] = str(rules)
         await asyncio.to_thread(_run_sh, "up", "-d")
         try:
-            return await _run_on_platform()
+            return await _run_on_platform(before)
         finally:
             if not was_running:
                 await asyncio.to_thread(_run_sh, "down")
 
 
-async def _run_on_platform() -> dict[str, Any]:
+async def _before_runs(ref: str) -> tuple[System, list[Run]]:
+    """The cache-hit scenario, RUNS times, against commit `ref`'s stack."""
+    scenario = SCENARIOS[0]
+    tag = f"bench-platform-{uuid.uuid4().hex[:8]}"
+    runs: list[Run] = []
+    async with running_before(ref, raised_rules) as checkout:
+        processes = await _stack_processes(checkout)
+        system = System(BEFORE, WEB_URL, 8080, processes)
+        connection = await asyncpg.connect(checkout.authors_url)
+        try:
+            (hot_id,) = await _authors(connection, f"{tag}-hot", 1)
+        finally:
+            await connection.close()
+        print(f"before: {checkout.ref}, {RUNS} run(s) of {scenario.title}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-platform-before-") as workdir:
+            hot = _ids_file(Path(workdir), "hot", [hot_id])
+            for rep in range(RUNS):
+                token = await asyncio.to_thread(local_stack(native=True).token, "admin")
+                one = await _http_run(system, scenario, hot, hot, tag, token, processes)
+                runs.append(one)
+                _print_run(rep, one)
+    return system, runs
+
+
+async def _run_on_platform(before: tuple[System, list[Run]] | None) -> dict[str, Any]:
     platform = local_stack(native=True)
     stack_processes = await _stack_processes()
     tag = f"bench-platform-{uuid.uuid4().hex[:8]}"
@@ -820,7 +870,7 @@ async def _run_on_platform() -> dict[str, Any]:
                     print(f"  ws {rate:.0f}/s {system.name}: p99 {p99:.1f} ms{failed}", flush=True)
                     await _settle(system.processes)
     replicas = {p: platform.replicas(p) for p in ("gateway", "authors", "audit", "ratelimit")}
-    return _report(systems, runs, ws, replicas)
+    return _report(systems, runs, ws, replicas, before)
 
 
 def _print_run(rep: int, one: Run) -> None:
@@ -832,6 +882,36 @@ def _print_run(rep: int, one: Run) -> None:
         f"p99 {one.quantiles_ms[99.0]:.2f} ms{pace}{failed}",
         flush=True,
     )
+
+
+def _before_figure(
+    scenario: Scenario, mine: dict[str, Any], before: tuple[System, list[Run]]
+) -> Figure:
+    """Gatehouse's cache-hit requests/s against the earlier main's, printed with both CPUs."""
+    earlier = _aggregate(before[1], before[0])
+    ratio = _ratio(mine["per_second"], earlier["per_second"])
+    figure = Figure(
+        name=f"{scenario.title}: requests/s against the main at {BEFORE_REF}",
+        value=round(mine["per_second"], 1),
+        unit="requests/s",
+        baseline=f"the main at {BEFORE_REF}, same run, same Traefik configuration of its own",
+        baseline_value=round(earlier["per_second"], 1),
+        target=f">= {BEFORE_RATE_RATIO_MIN} x its, every response of both 2xx",
+        met=not mine["errors"]
+        and not earlier["errors"]
+        and (ratio or 0.0) >= BEFORE_RATE_RATIO_MIN,
+    )
+    print(f"\n{scenario.title}, the main at {BEFORE_REF}")
+    print(
+        f"  requests/s {earlier['per_second']:.1f} (Gatehouse {ratio} x), p99 "
+        f"{earlier['p99_ms']:.2f} ms, CPU µs/request {earlier['cpu_us_total']:.1f}"
+    )
+    for name, us in earlier["cpu_us_per_request"].items():
+        print(f"    {name:32} {us:10.1f}")
+    if earlier["errors"]:
+        print(f"  FAILED {BEFORE}: {earlier['errors']}")
+    print(f"  {figure.name}: {figure.target}: {'met' if figure.met else 'NOT met'}")
+    return figure
 
 
 def _ws_met(run: Run) -> bool:
@@ -892,6 +972,7 @@ def _report(
     runs: list[Run],
     ws: list[tuple[Run, Measurement]],
     replicas: dict[str, int],
+    before: tuple[System, list[Run]] | None,
 ) -> dict[str, Any]:
     scenarios: dict[str, Any] = {}
     figures: list[Figure] = []
@@ -954,6 +1035,12 @@ def _report(
         ]
         figures += targets
         _print_table(scenario.title, figures_of, targets)
+        if scenario.key == "cache_hit" and before is not None:
+            figures.append(_before_figure(scenario, g, before))
+            earlier = _aggregate(before[1], before[0])
+            scenarios[scenario.key][BEFORE] = {**earlier, "commit": BEFORE_REF}
+            cpu_plot[scenario.title][BEFORE] = earlier["cpu_us_per_request"]
+            measurements.append(_measurement(f"{BEFORE}: {scenario.title}", earlier, before[1]))
         if scenario.key == "cache_hit":
             half = http(HALF_PEAK_KEY, HALF_PEAK_TITLE)
             figure = _half_peak_figure(half)
@@ -993,7 +1080,8 @@ def _report(
         measurements,
         scenarios=scenarios,
         cpu_us_per_request=cpu_plot,
-        runs=[r.record() for r in runs] + [r.record() for r, _ in ws],
+        runs=[r.record() for r in [*(before[1] if before else []), *runs]]
+        + [r.record() for r, _ in ws],
         parameters={
             "runs": RUNS,
             "seconds": SECONDS,
@@ -1007,6 +1095,7 @@ def _report(
             "mix_authors": MIX_AUTHORS,
             "limit_factor": LIMIT_FACTOR,
             "replicas": replicas,
+            "before": BEFORE_REF or None,
         },
         load_generator={
             "http": "wrk (closed loop, 1 thread), benchmarks/platform.lua",

@@ -4,6 +4,7 @@ request per process."""
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -61,35 +62,35 @@ def cpu_plot(result: dict[str, Any], out: Path) -> bool:
     scenarios = result.get("cpu_us_per_request")
     if not scenarios:
         return False
-    systems = list(dict.fromkeys(s for bars in scenarios.values() for s in bars))
     processes = list(
         dict.fromkeys(p for bars in scenarios.values() for stack in bars.values() for p in stack)
     )
     colours = plt.get_cmap("tab20")
-    width = 0.8 / len(systems)
+    # One bar per system that a scenario has (some systems run only some scenarios).
+    width = 0.8 / max(len(bars) for bars in scenarios.values())
     fig, ax = plt.subplots(figsize=(11, 5.5))
     labelled: set[str] = set()
-    for i, system in enumerate(systems):
-        positions = [g + (i - (len(systems) - 1) / 2) * width for g in range(len(scenarios))]
-        bottoms = [0.0] * len(scenarios)
-        for j, process in enumerate(processes):
-            heights = [bars.get(system, {}).get(process, 0.0) for bars in scenarios.values()]
-            if not any(heights):
-                continue
-            ax.bar(
-                positions,
-                heights,
-                width * 0.95,
-                bottom=bottoms,
-                color=colours(j % 20),
-                edgecolor="white",
-                linewidth=0.3,
-                label=None if process in labelled else process,
-            )
-            labelled.add(process)
-            bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
-        for x, total in zip(positions, bottoms, strict=True):
-            ax.annotate(system, (x, total), ha="center", va="bottom", fontsize="x-small")
+    for g, bars in enumerate(scenarios.values()):
+        for i, (system, stack) in enumerate(bars.items()):
+            x = g + (i - (len(bars) - 1) / 2) * width
+            bottom = 0.0
+            for j, process in enumerate(processes):
+                height = stack.get(process, 0.0)
+                if not height:
+                    continue
+                ax.bar(
+                    x,
+                    height,
+                    width * 0.95,
+                    bottom=bottom,
+                    color=colours(j % 20),
+                    edgecolor="white",
+                    linewidth=0.3,
+                    label=None if process in labelled else process,
+                )
+                labelled.add(process)
+                bottom += height
+            ax.annotate(system, (x, bottom), ha="center", va="bottom", fontsize="x-small")
     ax.set_xticks(range(len(scenarios)), [_wrapped(t) for t in scenarios], fontsize="small")
     ax.set_ylabel("CPU µs per request (user + system)")
     ax.set_title(f"{result['benchmark']}: CPU per request by process")
@@ -102,8 +103,9 @@ def cpu_plot(result: dict[str, Any], out: Path) -> bool:
 
 
 def _wrapped(title: str) -> str:
+    """A scenario's title on short lines, so that neighbouring labels do not overlap."""
     head, _, tail = title.partition(": ")
-    return f"{head}\n{tail}" if tail else head
+    return "\n".join(textwrap.wrap(head, 14) + textwrap.wrap(tail, 14))
 
 
 def write_plots() -> list[Path]:

@@ -1,16 +1,21 @@
 """The benchmarks' load generator helpers, without the platform: how vegeta's results are
-read (benchmarks/vegeta.py), and one short attack of the real vegeta on a local server."""
+read (benchmarks/vegeta.py), and one short attack of the real vegeta on a local server;
+how an earlier main is taken out of the repository (benchmarks/before.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from benchmarks.before import _extract
 from benchmarks.common import non_2xx, percentile
 from benchmarks.pace import Pace
 from benchmarks.vegeta import read_results, run_vegeta, targets_text
@@ -186,3 +191,26 @@ async def test_the_pace_probe_reports_unit_times_within_a_window_and_none_outsid
     # A unit is a few milliseconds of CPU on any machine this runs on.
     assert 0.5 < during < 200
     assert pace.between(end + 10, end + 20) is None
+
+
+def test_an_earlier_commit_is_extracted_whole_and_named_by_its_full_id(tmp_path: Path) -> None:
+    parent = subprocess.run(
+        ["git", "rev-parse", "HEAD~1"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert _extract("HEAD~1", tmp_path) == parent
+    listed = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", parent], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # Files and symbolic links (to files or folders), as git lists them.
+    extracted = [
+        str(Path(folder, name).relative_to(tmp_path))
+        for folder, folders, files in os.walk(tmp_path)
+        for name in files + [f for f in folders if Path(folder, f).is_symlink()]
+    ]
+    assert sorted(extracted) == sorted(listed)
+
+
+def test_a_name_that_is_no_commit_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(subprocess.CalledProcessError):
+        _extract("no-such-commit-anywhere", tmp_path)
+    assert not any(tmp_path.iterdir())
