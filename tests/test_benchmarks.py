@@ -193,14 +193,15 @@ async def test_the_pace_probe_reports_unit_times_within_a_window_and_none_outsid
     assert pace.between(end + 10, end + 20) is None
 
 
-def test_an_earlier_commit_is_extracted_whole_and_named_by_its_full_id(tmp_path: Path) -> None:
-    parent = subprocess.run(
-        ["git", "rev-parse", "HEAD~1"], capture_output=True, text=True, check=True
+def test_a_commit_is_extracted_whole_and_named_by_its_full_id(tmp_path: Path) -> None:
+    # HEAD: the one commit every clone has, a shallow one too.
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    assert _extract("HEAD~1", tmp_path) == parent
+    assert _extract("HEAD", tmp_path) == head
     listed = subprocess.run(
-        ["git", "ls-tree", "-r", "--name-only", parent], capture_output=True, text=True, check=True
-    ).stdout.split()
+        ["git", "ls-tree", "-r", "--name-only", head], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     # Files and symbolic links (to files or folders), as git lists them.
     extracted = [
         str(Path(folder, name).relative_to(tmp_path))
