@@ -884,11 +884,9 @@ def _print_run(rep: int, one: Run) -> None:
     )
 
 
-def _before_figure(
-    scenario: Scenario, mine: dict[str, Any], before: tuple[System, list[Run]]
-) -> Figure:
-    """Gatehouse's cache-hit requests/s against the earlier main's, printed with both CPUs."""
-    earlier = _aggregate(before[1], before[0])
+def _before_figure(scenario: Scenario, mine: dict[str, Any], earlier: dict[str, Any]) -> Figure:
+    """Gatehouse's cache-hit requests/s against the earlier main's (`earlier`: its runs'
+    medians), printed with both CPUs."""
     ratio = _ratio(mine["per_second"], earlier["per_second"])
     figure = Figure(
         name=f"{scenario.title}: requests/s against the main at {BEFORE_REF}",
@@ -1036,8 +1034,8 @@ def _report(
         figures += targets
         _print_table(scenario.title, figures_of, targets)
         if scenario.key == "cache_hit" and before is not None:
-            figures.append(_before_figure(scenario, g, before))
             earlier = _aggregate(before[1], before[0])
+            figures.append(_before_figure(scenario, g, earlier))
             scenarios[scenario.key][BEFORE] = {**earlier, "commit": BEFORE_REF}
             cpu_plot[scenario.title][BEFORE] = earlier["cpu_us_per_request"]
             measurements.append(_measurement(f"{BEFORE}: {scenario.title}", earlier, before[1]))
