@@ -26,7 +26,7 @@ from gatehouse_protos.common.v1 import pagination_pb2 as gatehouse__protos_dot_c
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)gatehouse_protos/authors/v1/authors.proto\x12\x14gatehouse.authors.v1\x1a+gatehouse_protos/common/v1/pagination.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x01\n\x06\x41uthor\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x05 \x01(\x03\"#\n\x13\x43reateAuthorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1e\n\x10GetAuthorRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"b\n\x0c\x41uthorFilter\x12\x0f\n\x02id\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\x04name\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06search\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\x05\n\x03_idB\x07\n\x05_nameB\t\n\x07_search\"\xbc\x01\n\x12ListAuthorsRequest\x12\x32\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\".gatehouse.authors.v1.AuthorFilter\x12\x31\n\x06offset\x18\x02 \x01(\x0b\x32\x1f.gatehouse.common.v1.OffsetPageH\x00\x12\x31\n\x06\x63ursor\x18\x03 \x01(\x0b\x32\x1f.gatehouse.common.v1.CursorPageH\x00\x42\x0c\n\npagination\"q\n\x13ListAuthorsResponse\x12-\n\x07\x61uthors\x18\x01 \x03(\x0b\x32\x1c.gatehouse.authors.v1.Author\x12+\n\x04meta\x18\x02 \x01(\x0b\x32\x1d.gatehouse.common.v1.PageMeta\"c\n\x13UpdateAuthorRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"U\n\x13\x44\x65leteAuthorRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x1d\n\x10\x65xpected_version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"\x16\n\x14\x44\x65leteAuthorResponse\"\x8a\x02\n\x0b\x41uthorEvent\x12\x34\n\x04kind\x18\x01 \x01(\x0e\x32&.gatehouse.authors.v1.AuthorEvent.Kind\x12,\n\x06\x61uthor\x18\x02 \x01(\x0b\x32\x1c.gatehouse.authors.v1.Author\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CREATED\x10\x01\x12\x10\n\x0cKIND_UPDATED\x10\x02\x12\x10\n\x0cKIND_DELETED\x10\x03\x32\xe0\x03\n\x0e\x41uthorsService\x12W\n\x0c\x43reateAuthor\x12).gatehouse.authors.v1.CreateAuthorRequest\x1a\x1c.gatehouse.authors.v1.Author\x12Q\n\tGetAuthor\x12&.gatehouse.authors.v1.GetAuthorRequest\x1a\x1c.gatehouse.authors.v1.Author\x12\x62\n\x0bListAuthors\x12(.gatehouse.authors.v1.ListAuthorsRequest\x1a).gatehouse.authors.v1.ListAuthorsResponse\x12W\n\x0cUpdateAuthor\x12).gatehouse.authors.v1.UpdateAuthorRequest\x1a\x1c.gatehouse.authors.v1.Author\x12\x65\n\x0c\x44\x65leteAuthor\x12).gatehouse.authors.v1.DeleteAuthorRequest\x1a*.gatehouse.authors.v1.DeleteAuthorResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)gatehouse_protos/authors/v1/authors.proto\x12\x14gatehouse.authors.v1\x1a+gatehouse_protos/common/v1/pagination.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x01\n\x06\x41uthor\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x05 \x01(\x03\"#\n\x13\x43reateAuthorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1e\n\x10GetAuthorRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"M\n\x16\x42\x61tchGetAuthorsRequest\x12\x33\n\x07lookups\x18\x01 \x03(\x0b\x32\".gatehouse.authors.v1.AuthorLookup\"C\n\x0c\x41uthorLookup\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\"H\n\x17\x42\x61tchGetAuthorsResponse\x12-\n\x07\x61uthors\x18\x01 \x03(\x0b\x32\x1c.gatehouse.authors.v1.Author\"b\n\x0c\x41uthorFilter\x12\x0f\n\x02id\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\x04name\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06search\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\x05\n\x03_idB\x07\n\x05_nameB\t\n\x07_search\"\xbc\x01\n\x12ListAuthorsRequest\x12\x32\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\".gatehouse.authors.v1.AuthorFilter\x12\x31\n\x06offset\x18\x02 \x01(\x0b\x32\x1f.gatehouse.common.v1.OffsetPageH\x00\x12\x31\n\x06\x63ursor\x18\x03 \x01(\x0b\x32\x1f.gatehouse.common.v1.CursorPageH\x00\x42\x0c\n\npagination\"q\n\x13ListAuthorsResponse\x12-\n\x07\x61uthors\x18\x01 \x03(\x0b\x32\x1c.gatehouse.authors.v1.Author\x12+\n\x04meta\x18\x02 \x01(\x0b\x32\x1d.gatehouse.common.v1.PageMeta\"c\n\x13UpdateAuthorRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"U\n\x13\x44\x65leteAuthorRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x1d\n\x10\x65xpected_version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"\x16\n\x14\x44\x65leteAuthorResponse\"\x8a\x02\n\x0b\x41uthorEvent\x12\x34\n\x04kind\x18\x01 \x01(\x0e\x32&.gatehouse.authors.v1.AuthorEvent.Kind\x12,\n\x06\x61uthor\x18\x02 \x01(\x0b\x32\x1c.gatehouse.authors.v1.Author\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CREATED\x10\x01\x12\x10\n\x0cKIND_UPDATED\x10\x02\x12\x10\n\x0cKIND_DELETED\x10\x03\x32\xd0\x04\n\x0e\x41uthorsService\x12W\n\x0c\x43reateAuthor\x12).gatehouse.authors.v1.CreateAuthorRequest\x1a\x1c.gatehouse.authors.v1.Author\x12Q\n\tGetAuthor\x12&.gatehouse.authors.v1.GetAuthorRequest\x1a\x1c.gatehouse.authors.v1.Author\x12n\n\x0f\x42\x61tchGetAuthors\x12,.gatehouse.authors.v1.BatchGetAuthorsRequest\x1a-.gatehouse.authors.v1.BatchGetAuthorsResponse\x12\x62\n\x0bListAuthors\x12(.gatehouse.authors.v1.ListAuthorsRequest\x1a).gatehouse.authors.v1.ListAuthorsResponse\x12W\n\x0cUpdateAuthor\x12).gatehouse.authors.v1.UpdateAuthorRequest\x1a\x1c.gatehouse.authors.v1.Author\x12\x65\n\x0c\x44\x65leteAuthor\x12).gatehouse.authors.v1.DeleteAuthorRequest\x1a*.gatehouse.authors.v1.DeleteAuthorResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,22 +39,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAUTHORREQUEST']._serialized_end=330
   _globals['_GETAUTHORREQUEST']._serialized_start=332
   _globals['_GETAUTHORREQUEST']._serialized_end=362
-  _globals['_AUTHORFILTER']._serialized_start=364
-  _globals['_AUTHORFILTER']._serialized_end=462
-  _globals['_LISTAUTHORSREQUEST']._serialized_start=465
-  _globals['_LISTAUTHORSREQUEST']._serialized_end=653
-  _globals['_LISTAUTHORSRESPONSE']._serialized_start=655
-  _globals['_LISTAUTHORSRESPONSE']._serialized_end=768
-  _globals['_UPDATEAUTHORREQUEST']._serialized_start=770
-  _globals['_UPDATEAUTHORREQUEST']._serialized_end=869
-  _globals['_DELETEAUTHORREQUEST']._serialized_start=871
-  _globals['_DELETEAUTHORREQUEST']._serialized_end=956
-  _globals['_DELETEAUTHORRESPONSE']._serialized_start=958
-  _globals['_DELETEAUTHORRESPONSE']._serialized_end=980
-  _globals['_AUTHOREVENT']._serialized_start=983
-  _globals['_AUTHOREVENT']._serialized_end=1249
-  _globals['_AUTHOREVENT_KIND']._serialized_start=1167
-  _globals['_AUTHOREVENT_KIND']._serialized_end=1249
-  _globals['_AUTHORSSERVICE']._serialized_start=1252
-  _globals['_AUTHORSSERVICE']._serialized_end=1732
+  _globals['_BATCHGETAUTHORSREQUEST']._serialized_start=364
+  _globals['_BATCHGETAUTHORSREQUEST']._serialized_end=441
+  _globals['_AUTHORLOOKUP']._serialized_start=443
+  _globals['_AUTHORLOOKUP']._serialized_end=510
+  _globals['_BATCHGETAUTHORSRESPONSE']._serialized_start=512
+  _globals['_BATCHGETAUTHORSRESPONSE']._serialized_end=584
+  _globals['_AUTHORFILTER']._serialized_start=586
+  _globals['_AUTHORFILTER']._serialized_end=684
+  _globals['_LISTAUTHORSREQUEST']._serialized_start=687
+  _globals['_LISTAUTHORSREQUEST']._serialized_end=875
+  _globals['_LISTAUTHORSRESPONSE']._serialized_start=877
+  _globals['_LISTAUTHORSRESPONSE']._serialized_end=990
+  _globals['_UPDATEAUTHORREQUEST']._serialized_start=992
+  _globals['_UPDATEAUTHORREQUEST']._serialized_end=1091
+  _globals['_DELETEAUTHORREQUEST']._serialized_start=1093
+  _globals['_DELETEAUTHORREQUEST']._serialized_end=1178
+  _globals['_DELETEAUTHORRESPONSE']._serialized_start=1180
+  _globals['_DELETEAUTHORRESPONSE']._serialized_end=1202
+  _globals['_AUTHOREVENT']._serialized_start=1205
+  _globals['_AUTHOREVENT']._serialized_end=1471
+  _globals['_AUTHOREVENT_KIND']._serialized_start=1389
+  _globals['_AUTHOREVENT_KIND']._serialized_end=1471
+  _globals['_AUTHORSSERVICE']._serialized_start=1474
+  _globals['_AUTHORSSERVICE']._serialized_end=2066
 # @@protoc_insertion_point(module_scope)

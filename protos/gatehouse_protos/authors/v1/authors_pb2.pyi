@@ -95,6 +95,79 @@ class GetAuthorRequest(_message.Message):
 Global___GetAuthorRequest: _TypeAlias = GetAuthorRequest  # noqa: Y015
 
 @_typing.final
+class BatchGetAuthorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOOKUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lookups(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuthorLookup]:
+        """1..100 lookups, each id positive; INVALID_ARGUMENT otherwise."""
+
+    def __init__(
+        self,
+        *,
+        lookups: _abc.Iterable[Global___AuthorLookup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lookups", b"lookups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetAuthorsRequest: _TypeAlias = BatchGetAuthorsRequest  # noqa: Y015
+
+@_typing.final
+class AuthorLookup(_message.Message):
+    """One read of a batch, with the request id and W3C traceparent of the client request
+    that wants it: the service logs each lookup under that request's ids.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    request_id: _builtins.str
+    traceparent: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "request_id", b"request_id", "traceparent", b"traceparent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorLookup: _TypeAlias = AuthorLookup  # noqa: Y015
+
+@_typing.final
+class BatchGetAuthorsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def authors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Author]:
+        """The authors that exist, in no particular order; an id without one is absent."""
+
+    def __init__(
+        self,
+        *,
+        authors: _abc.Iterable[Global___Author] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authors", b"authors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetAuthorsResponse: _TypeAlias = BatchGetAuthorsResponse  # noqa: Y015
+
+@_typing.final
 class AuthorFilter(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -47,6 +47,11 @@ class AuthorsServiceStub:
                 request_serializer=gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.GetAuthorRequest.SerializeToString,
                 response_deserializer=gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.Author.FromString,
                 _registered_method=True)
+        self.BatchGetAuthors = channel.unary_unary(
+                '/gatehouse.authors.v1.AuthorsService/BatchGetAuthors',
+                request_serializer=gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.BatchGetAuthorsRequest.SerializeToString,
+                response_deserializer=gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.BatchGetAuthorsResponse.FromString,
+                _registered_method=True)
         self.ListAuthors = channel.unary_unary(
                 '/gatehouse.authors.v1.AuthorsService/ListAuthors',
                 request_serializer=gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.ListAuthorsRequest.SerializeToString,
@@ -82,6 +87,13 @@ class AuthorsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetAuthors(self, request, context):
+        """Several authors by id in one call: a caller's concurrent reads, gathered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAuthors(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -112,6 +124,11 @@ def add_AuthorsServiceServicer_to_server(servicer, server):
                     servicer.GetAuthor,
                     request_deserializer=gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.GetAuthorRequest.FromString,
                     response_serializer=gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.Author.SerializeToString,
+            ),
+            'BatchGetAuthors': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetAuthors,
+                    request_deserializer=gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.BatchGetAuthorsRequest.FromString,
+                    response_serializer=gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.BatchGetAuthorsResponse.SerializeToString,
             ),
             'ListAuthors': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuthors,
@@ -186,6 +203,33 @@ class AuthorsService:
             '/gatehouse.authors.v1.AuthorsService/GetAuthor',
             gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.GetAuthorRequest.SerializeToString,
             gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.Author.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetAuthors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatehouse.authors.v1.AuthorsService/BatchGetAuthors',
+            gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.BatchGetAuthorsRequest.SerializeToString,
+            gatehouse__protos_dot_authors_dot_v1_dot_authors__pb2.BatchGetAuthorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,8 @@ class AuthorsServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuthorsServiceAsyncStub: ...
     CreateAuthor: _grpc.UnaryUnaryMultiCallable[_authors_pb2.CreateAuthorRequest, _authors_pb2.Author]
     GetAuthor: _grpc.UnaryUnaryMultiCallable[_authors_pb2.GetAuthorRequest, _authors_pb2.Author]
+    BatchGetAuthors: _grpc.UnaryUnaryMultiCallable[_authors_pb2.BatchGetAuthorsRequest, _authors_pb2.BatchGetAuthorsResponse]
+    """Several authors by id in one call: a caller's concurrent reads, gathered."""
     ListAuthors: _grpc.UnaryUnaryMultiCallable[_authors_pb2.ListAuthorsRequest, _authors_pb2.ListAuthorsResponse]
     UpdateAuthor: _grpc.UnaryUnaryMultiCallable[_authors_pb2.UpdateAuthorRequest, _authors_pb2.Author]
     DeleteAuthor: _grpc.UnaryUnaryMultiCallable[_authors_pb2.DeleteAuthorRequest, _authors_pb2.DeleteAuthorResponse]
@@ -52,6 +54,8 @@ class AuthorsServiceAsyncStub(AuthorsServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateAuthor: _aio.UnaryUnaryMultiCallable[_authors_pb2.CreateAuthorRequest, _authors_pb2.Author]  # type: ignore[assignment]
     GetAuthor: _aio.UnaryUnaryMultiCallable[_authors_pb2.GetAuthorRequest, _authors_pb2.Author]  # type: ignore[assignment]
+    BatchGetAuthors: _aio.UnaryUnaryMultiCallable[_authors_pb2.BatchGetAuthorsRequest, _authors_pb2.BatchGetAuthorsResponse]  # type: ignore[assignment]
+    """Several authors by id in one call: a caller's concurrent reads, gathered."""
     ListAuthors: _aio.UnaryUnaryMultiCallable[_authors_pb2.ListAuthorsRequest, _authors_pb2.ListAuthorsResponse]  # type: ignore[assignment]
     UpdateAuthor: _aio.UnaryUnaryMultiCallable[_authors_pb2.UpdateAuthorRequest, _authors_pb2.Author]  # type: ignore[assignment]
     DeleteAuthor: _aio.UnaryUnaryMultiCallable[_authors_pb2.DeleteAuthorRequest, _authors_pb2.DeleteAuthorResponse]  # type: ignore[assignment]
@@ -75,6 +79,14 @@ class AuthorsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _authors_pb2.GetAuthorRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_authors_pb2.Author, _abc.Awaitable[_authors_pb2.Author]]: ...
+
+    @_abc_1.abstractmethod
+    def BatchGetAuthors(
+        self,
+        request: _authors_pb2.BatchGetAuthorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authors_pb2.BatchGetAuthorsResponse, _abc.Awaitable[_authors_pb2.BatchGetAuthorsResponse]]:
+        """Several authors by id in one call: a caller's concurrent reads, gathered."""
 
     @_abc_1.abstractmethod
     def ListAuthors(

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NoReturn
 
 from gatehouse_authors.cursors import CursorCodec
 from gatehouse_authors.domain import Author, AuthorFilter, AuthorPage, CursorPage, OffsetPage
 from gatehouse_authors.repository import AuthorRepository
-from gatehouse_authors.rules import PER_PAGE_MAX, check_id, check_page, clean_filter, clean_name
+from gatehouse_authors.rules import (
+    PER_PAGE_MAX,
+    check_id,
+    check_lookups,
+    check_page,
+    clean_filter,
+    clean_name,
+)
 from gatehouse_kit.errors import FailedPrecondition, NotFound
 from gatehouse_kit.logging import request_id_var
 
@@ -38,6 +46,12 @@ class AuthorCommands:
         if author is None:
             raise NotFound(f"author {author_id} not found")
         return author
+
+    async def get_many(self, author_ids: Sequence[int]) -> list[Author]:
+        """The authors of 1..100 ids that exist, in no particular order; an id given more
+        than once is read once."""
+        check_lookups(author_ids)
+        return await self._repository.get_many(list(dict.fromkeys(author_ids)))
 
     async def update(self, author_id: int, name: str, expected_version: int | None) -> Author:
         """Rename; with `expected_version`, only if nobody changed the author meanwhile."""

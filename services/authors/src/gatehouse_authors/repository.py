@@ -10,16 +10,18 @@ neither does, with no BEGIN/COMMIT round trips (docs/authors.md, Change events).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Integer,
     Select,
     and_,
+    any_,
     bindparam,
     delete,
     func,
@@ -28,6 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.compiler import compiles
@@ -157,6 +160,10 @@ def matching_query(author_filter: AuthorFilter) -> tuple[Select[Any], Params]:
 
 
 _GET = select(*_COLUMNS).where(authors.c.id == bindparam("author_id"))
+# One array parameter whatever the number of ids: one statement shape, cached once.
+_GET_MANY = select(*_COLUMNS).where(
+    authors.c.id == any_(bindparam("author_ids", type_=postgresql.ARRAY(BigInteger)))
+)
 _VERSION = select(authors.c.version).where(authors.c.id == bindparam("author_id"))
 _EVENT_COLUMNS = ["kind", "author_id", "name", "created_at", "updated_at", "version", "request_id"]
 
@@ -255,6 +262,17 @@ class AuthorRepository:
     async def get(self, author_id: int) -> Author | None:
         row = await self._one("get", _GET, {"author_id": author_id})
         return _author(row) if row is not None else None
+
+    async def get_many(self, author_ids: Sequence[int]) -> list[Author]:
+        """The authors with these ids that exist, in no particular order."""
+        params: Params = {"author_ids": list(author_ids)}
+
+        def run(conn: Connection) -> list[Author]:
+            options = {"operation": "get_many"}
+            rows = conn.execute(_GET_MANY, params, execution_options=options).all()
+            return [_author(row) for row in rows]
+
+        return await self._on_connection(run)
 
     async def version_of(self, author_id: int) -> int | None:
         """The stored version of an author, None if it does not exist."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 
 from gatehouse_authors.domain import AuthorFilter, CursorPage, OffsetPage
 from gatehouse_authors.tables import NAME_MAX
 from gatehouse_kit.errors import InvalidArgument
 
 PER_PAGE_MAX = 1000
+# The most lookups one BatchGetAuthors call may hold.
+MAX_BATCH_GET = 100
 
 
 def _control_free(text: str) -> bool:
@@ -35,6 +38,16 @@ def check_id(author_id: int, field: str = "id") -> int:
     if author_id < 1:
         raise InvalidArgument("invalid id", [(field, "must be a positive integer")])
     return author_id
+
+
+def check_lookups(author_ids: Sequence[int]) -> None:
+    """`InvalidArgument` unless there are 1..100 ids, each of which can name an author."""
+    if not 1 <= len(author_ids) <= MAX_BATCH_GET:
+        raise InvalidArgument(
+            "invalid lookups", [("lookups", f"must hold between 1 and {MAX_BATCH_GET} lookups")]
+        )
+    for i, author_id in enumerate(author_ids):
+        check_id(author_id, field=f"lookups[{i}].id")
 
 
 def clean_filter(raw: AuthorFilter) -> AuthorFilter:

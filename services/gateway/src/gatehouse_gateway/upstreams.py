@@ -19,6 +19,7 @@ from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.messages.events import ContextChanged
 from purgatory.domain.model import OpenedState
 
+from gatehouse_gateway.author_batches import AuthorBatches
 from gatehouse_gateway.errors import from_grpc, service_unavailable
 from gatehouse_gateway.settings import Settings
 from gatehouse_kit.grpc_client import open_channel, unary
@@ -163,6 +164,7 @@ class Upstreams:
         self.ratelimit.deadline = settings.ratelimit_deadline_seconds
         self.authors_reads = self.authors.stub(authors_pb2_grpc.AuthorsServiceStub)
         self.authors_writes = self.authors.stub(authors_pb2_grpc.AuthorsServiceStub, writes=True)
+        self.author_batches = AuthorBatches(self.authors, self.authors_reads.BatchGetAuthors)
         self.audit_reads = self.audit.stub(audit_pb2_grpc.AuditServiceStub)
 
     def all(self) -> tuple[Upstream, ...]:
