@@ -128,6 +128,16 @@ async def round_trips_per_decision(
     return sum(sent.values()) / COUNTED_DECISIONS, sent
 
 
+def raw_decision(i: int) -> tuple[list[str], list[str | int]]:
+    """The keys and arguments of the service's script deciding call `i` of the raw
+    baseline: two descriptors (user and address), one hit, as ShouldRateLimit asks."""
+    base = f"raw:{i % USERS}"
+    keys = [f"{base}:u:log", f"{base}:u:sum", f"{base}:ip:log", f"{base}:ip:sum"]
+    # Per descriptor: limit, window, shadow, hits, hold, member to give back from, returned.
+    limit: list[str | int] = [1_000_000, HOUR_US, "0", 1, 0, "", 0]
+    return keys, ["", f"raw{i}", "decide", 1, *limit, *limit]
+
+
 async def run() -> dict[str, Any]:
     """Measure, print and write benchmarks/results/ratelimit.json."""
     server = PrivateRedis()
@@ -160,10 +170,7 @@ async def run() -> dict[str, Any]:
                 script = client.register_script(SLIDING_WINDOW_LUA)
 
                 async def raw_evalsha(i: int) -> object:
-                    base = f"raw:{i % USERS}"
-                    keys = [f"{base}:u:log", f"{base}:u:sum", f"{base}:ip:log", f"{base}:ip:sum"]
-                    limit: list[str | int] = [1_000_000, HOUR_US, "0"]
-                    args: list[str | int] = ["", f"raw{i}", 1, *limit, *limit]
+                    keys, args = raw_decision(i)
                     return await script(keys=keys, args=args)
 
                 raw = await measure(

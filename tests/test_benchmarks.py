@@ -9,16 +9,21 @@ import json
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis
 
 from benchmarks.before import _extract
+from benchmarks.bench_ratelimit import raw_decision
 from benchmarks.common import non_2xx, percentile
 from benchmarks.pace import Pace
 from benchmarks.vegeta import read_results, run_vegeta, targets_text
+from gatehouse_ratelimit.store import SLIDING_WINDOW_LUA
+from tests.harness.backends import Backend
 
 
 def _result(seq: int, code: int, at: str, latency_ms: float, error: str = "") -> str:
@@ -215,3 +220,20 @@ def test_a_name_that_is_no_commit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(subprocess.CalledProcessError):
         _extract("no-such-commit-anywhere", tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+async def test_the_raw_baseline_calls_the_services_script_as_it_decides(
+    redis_server: Backend,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        script = client.register_script(SLIDING_WINDOW_LUA)
+        keys, args = raw_decision(int(time.time() * 1000))
+        await client.delete(*keys)
+        reply = await script(keys=keys, args=args)
+        # Admitted, and one hit used in each of the two descriptors.
+        assert reply[0] == 1
+        assert [reply[1], reply[7]] == [1, 1]
+    finally:
+        await client.delete(*keys)
+        await client.aclose()
