@@ -120,10 +120,14 @@ async def test_one_query_by_trace_id_finds_both_of_traefiks_hops(native_stack: S
     ]
     assert not [name for e in entries for name in e if "traceparent" in name.lower()]
     # Both hops carry the request id the gateway gave the request (the client sent none),
-    # and the services' lines are found by the same trace id.
-    assert {e["request_id"] for e in entries} == {response.headers["x-request-id"]}
-    services = {e["service"] for e in await query(native_stack, f'trace_id:="{trace_id}"')}
-    assert services >= {"traefik", "gateway", "authors"}
+    # and every line the request caused, in every process it reached, the trace id.
+    request_id = response.headers["x-request-id"]
+    assert {e["request_id"] for e in entries} == {request_id}
+    reached = await services_of(
+        native_stack, request_id, {"traefik", "gateway", "authors", "audit"}
+    )
+    lines = await query(native_stack, f'request_id:="{request_id}"')
+    assert {(e["service"], e.get("trace_id")) for e in lines} == {(s, trace_id) for s in reached}
 
 
 async def test_lines_written_while_the_store_is_down_arrive_once_it_is_back(

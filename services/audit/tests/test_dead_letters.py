@@ -90,15 +90,16 @@ async def test_an_invalid_event_is_set_aside_and_its_batch_is_acknowledged(
         make_event(user_id=user, event_id="not-a-uuid", request_id="bad-id"),
         make_event(user_id=user, outcome=audit_pb2.OUTCOME_UNSPECIFIED, request_id="bad-out"),
         make_event(user_id=user, user_agent="nul\x00byte", request_id="bad-nul"),
+        make_event(user_id=user, trace_id="A" * 32, request_id="bad-trace"),
     ]
     good = [make_event(user_id=user, request_id=f"ok-{n}") for n in range(4)]
     before = _dead_letters("invalid")
     batch = audit_pb2.IngestBatch(sequence=1, events=[good[0], *bad[:2], good[1]])
     ack = await stub.IngestBatchUnary(batch, timeout=5)
     assert (ack.sequence, ack.accepted, ack.code) == (1, 4, 0)
-    streamed = audit_pb2.IngestBatch(sequence=3, events=[good[2], bad[2], good[3]])
+    streamed = audit_pb2.IngestBatch(sequence=3, events=[good[2], bad[2], good[3], bad[3]])
     acks = [ack async for ack in stub.IngestStream(iter([streamed]), timeout=5)]
-    assert [(a.sequence, a.accepted, a.code) for a in acks] == [(3, 3, 0)]
+    assert [(a.sequence, a.accepted, a.code) for a in acks] == [(3, 4, 0)]
 
     stored = await db.fetch("SELECT request_id FROM audit_events WHERE user_id = $1", user)
     assert sorted(r["request_id"] for r in stored) == ["ok-0", "ok-1", "ok-2", "ok-3"]
@@ -107,14 +108,15 @@ async def test_an_invalid_event_is_set_aside_and_its_batch_is_acknowledged(
         user,
     )
     by_request = {json.loads(r["event"])["request_id"]: r for r in letters}
-    assert set(by_request) == {"bad-id", "bad-out", "bad-nul"}
+    assert set(by_request) == {"bad-id", "bad-out", "bad-nul", "bad-trace"}
     assert by_request["bad-id"]["reason"].startswith("event_id must be a UUID")
     assert json.loads(by_request["bad-id"]["event"])["event_id"] == "not-a-uuid"
     assert by_request["bad-out"]["reason"].startswith("outcome must be")
     assert by_request["bad-nul"]["reason"] == "user_agent must not contain NUL characters"
     assert json.loads(by_request["bad-nul"]["event"])["user_agent"] == "nul\\u0000byte"
     assert str(by_request["bad-nul"]["event_id"]) == bad[2].event_id
-    assert _dead_letters("invalid") - before == 3
+    assert by_request["bad-trace"]["reason"] == "trace_id must be 32 lowercase hex digits, or empty"
+    assert _dead_letters("invalid") - before == 4
 
     # A redelivery (a lost ack) sets the same event aside once.
     again = await stub.IngestBatchUnary(

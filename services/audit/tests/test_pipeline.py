@@ -61,18 +61,24 @@ def _rows(count: int) -> list[Row]:
 ROWS = _rows(5)
 
 
-async def test_every_stored_event_logs_one_line_with_its_request_id() -> None:
+async def test_every_stored_event_logs_one_line_with_its_request_id_and_trace_id() -> None:
     stream = io.StringIO()
     configure_logging("audit-test", stream=stream)
-    rows = [
-        tuple(f"req-{n}" if column == "request_id" else "" for column in COLUMNS) for n in range(3)
+    # The third event's request came without a trace context.
+    fields = [
+        {"request_id": f"req-{n}", "trace_id": f"{n:032x}" if n < 2 else ""} for n in range(3)
     ]
+    rows = [tuple(event.get(column, "") for column in COLUMNS) for event in fields]
     writer = _writer(ScriptedRepository(), AuditCounts())
     await (await writer.submit(rows))
     await writer.drain(1)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    written = [line["request_id"] for line in lines if line["msg"] == "audit_event_written"]
-    assert written == ["req-0", "req-1", "req-2"]
+    written = [
+        (line["request_id"], line["trace_id"])
+        for line in lines
+        if line["msg"] == "audit_event_written"
+    ]
+    assert written == [("req-0", f"{0:032x}"), ("req-1", f"{1:032x}"), ("req-2", None)]
 
 
 async def test_a_batch_failing_every_attempt_is_dropped_as_write_failed() -> None:

@@ -43,6 +43,7 @@ def _dataset() -> list[audit_pb2.AuditEvent]:
                 action_type=["GET /authors", "POST /authors", "WS:GET_AUTHORS"][i % 5 % 3],
                 resource=f"/authors/{i % 4}",
                 outcome=OUTCOME_CYCLE[i % 4],
+                trace_id=f"{i + 1:032x}" if i % 2 else "",
             )
         )
     return events
@@ -201,6 +202,18 @@ async def test_get_event_returns_it_or_not_found(
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await stub.GetEvent(audit_pb2.GetEventRequest(id=10**12), timeout=5)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_events_come_back_with_the_request_and_trace_ids_they_were_written_with(
+    stub: Any, stored: list[audit_pb2.AuditEvent]
+) -> None:
+    page = pagination_pb2.OffsetPage(page=1, per_page=1000)
+    got = (await _query(stub, filter=audit_pb2.EventFilter(user_id=USERS[1]), offset=page)).events
+    written = [e for e in stored if e.user_id == USERS[1]]
+    assert {e.trace_id for e in written} > {""}
+    assert [(e.event_id, e.request_id, e.trace_id) for e in got] == [
+        (e.event_id, e.request_id, e.trace_id) for e in written
+    ]
 
 
 BAD_QUERIES: dict[str, tuple[dict[str, Any], str]] = {

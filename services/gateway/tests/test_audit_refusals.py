@@ -49,6 +49,7 @@ def _refusal(n: int = 0, **fields: Any) -> Refusal:
         "declared_bytes": None,
         "received_bytes": 10,
         "duration_ms": 1.0,
+        "trace_id": f"{n:032x}",
         **fields,
     }
     return Refusal(**values)
@@ -99,6 +100,7 @@ def test_the_first_refusal_is_enqueued_at_once_and_the_rest_once_per_window() ->
     assert len(collected.events) == 2
     last = collected.events[1]
     assert last.request_id == "r-49"
+    assert last.trace_id == f"{49:032x}"
     assert last.response_status == 401
     assert last.outcome == audit_pb2.OUTCOME_PERMISSION_DENIED
     assert _summary(last) == {
@@ -172,6 +174,7 @@ def test_no_client_input_makes_an_event_that_cannot_be_stored() -> None:
         response_status=404,
         error_message="not found\x00",
         duration_ms=1.0,
+        trace_id="",
     )
     texts = [getattr(event, f.name) for f in event.DESCRIPTOR.fields if f.type == f.TYPE_STRING]
     assert not any("\x00" in text for text in texts)
@@ -180,6 +183,10 @@ def test_no_client_input_makes_an_event_that_cannot_be_stored() -> None:
     assert len(event.resource) <= 2048
     assert event.user_agent == "bad\\udcffagent\\u0000"
     assert json.loads(event.request_data) == {"name": "\ud800", "n": "\x00"}
+
+
+def _trace_id(tag: str, n: int) -> str:
+    return f"{tag}{n:024x}"
 
 
 async def _stored(upstreams: Upstreams, request_ids: list[str]) -> dict[str, asyncpg.Record]:
@@ -217,7 +224,12 @@ async def test_refused_requests_are_audited_without_their_body_and_aggregated(
         assert broken.json()["error"]["code"] == "invalid_data"
         anonymous = [
             await client.post(
-                "/authors", json={"name": "anonymous"}, headers={"X-Request-ID": f"anon-{tag}-{n}"}
+                "/authors",
+                json={"name": "anonymous"},
+                headers={
+                    "X-Request-ID": f"anon-{tag}-{n}",
+                    "traceparent": f"00-{_trace_id(tag, n)}-{'1' * 16}-00",
+                },
             )
             for n in range(20)
         ]
@@ -250,6 +262,9 @@ async def test_refused_requests_are_audited_without_their_body_and_aggregated(
     assert json.loads(rest["request_data"])["refusal"]["count"] == 19
     assert "anonymous" not in rest["request_data"]
     assert (rest["outcome"], rest["response_status"]) == ("permission_denied", 401)
+    # Each event keeps the trace id of the request it stands for: the window's, its last.
+    assert (first["trace_id"], rest["trace_id"]) == (_trace_id(tag, 0), _trace_id(tag, 19))
+    assert stored[f"big-{tag}"]["trace_id"] == ""
 
 
 @pytest.mark.parametrize("path", ["/authors%00", "/authors/%ED%A0%80", "/authors?q=%00%FF"])

@@ -26,29 +26,29 @@ from gatehouse_protos.common.v1 import pagination_pb2 as gatehouse__protos_dot_c
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%gatehouse_protos/audit/v1/audit.proto\x12\x12gatehouse.audit.v1\x1a+gatehouse_protos/common/v1/pagination.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x10\n\x08username\x18\x05 \x01(\t\x12\x12\n\nuser_roles\x18\x06 \x03(\t\x12\x13\n\x0b\x61\x63tion_type\x18\x07 \x01(\t\x12\x10\n\x08resource\x18\x08 \x01(\t\x12,\n\x07outcome\x18\t \x01(\x0e\x32\x1b.gatehouse.audit.v1.Outcome\x12\x12\n\nip_address\x18\n \x01(\t\x12\x12\n\nuser_agent\x18\x0b \x01(\t\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x14\n\x0crequest_data\x18\r \x01(\t\x12\x17\n\x0fresponse_status\x18\x0e \x01(\x05\x12\x15\n\rerror_message\x18\x0f \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x10 \x01(\x01\"O\n\x0bIngestBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12.\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1e.gatehouse.audit.v1.AuditEvent\"N\n\tIngestAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xbe\x02\n\x0b\x45ventFilter\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08username\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x18\n\x0b\x61\x63tion_type\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x15\n\x08resource\x18\x04 \x01(\tH\x03\x88\x01\x01\x12\x31\n\x07outcome\x18\x05 \x01(\x0e\x32\x1b.gatehouse.audit.v1.OutcomeH\x04\x88\x01\x01\x12.\n\nstart_date\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_date\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08_user_idB\x0b\n\t_usernameB\x0e\n\x0c_action_typeB\x0b\n\t_resourceB\n\n\x08_outcome\"\xb9\x01\n\x12QueryEventsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.gatehouse.audit.v1.EventFilter\x12\x31\n\x06offset\x18\x02 \x01(\x0b\x32\x1f.gatehouse.common.v1.OffsetPageH\x00\x12\x31\n\x06\x63ursor\x18\x03 \x01(\x0b\x32\x1f.gatehouse.common.v1.CursorPageH\x00\x42\x0c\n\npagination\"r\n\x13QueryEventsResponse\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.gatehouse.audit.v1.AuditEvent\x12+\n\x04meta\x18\x02 \x01(\x0b\x32\x1d.gatehouse.common.v1.PageMeta\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\x03*i\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SUCCESS\x10\x01\x12\x11\n\rOUTCOME_ERROR\x10\x02\x12\x1d\n\x19OUTCOME_PERMISSION_DENIED\x10\x03\x32\xe7\x02\n\x0c\x41uditService\x12R\n\x0cIngestStream\x12\x1f.gatehouse.audit.v1.IngestBatch\x1a\x1d.gatehouse.audit.v1.IngestAck(\x01\x30\x01\x12R\n\x10IngestBatchUnary\x12\x1f.gatehouse.audit.v1.IngestBatch\x1a\x1d.gatehouse.audit.v1.IngestAck\x12^\n\x0bQueryEvents\x12&.gatehouse.audit.v1.QueryEventsRequest\x1a\'.gatehouse.audit.v1.QueryEventsResponse\x12O\n\x08GetEvent\x12#.gatehouse.audit.v1.GetEventRequest\x1a\x1e.gatehouse.audit.v1.AuditEventb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%gatehouse_protos/audit/v1/audit.proto\x12\x12gatehouse.audit.v1\x1a+gatehouse_protos/common/v1/pagination.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x03\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x10\n\x08username\x18\x05 \x01(\t\x12\x12\n\nuser_roles\x18\x06 \x03(\t\x12\x13\n\x0b\x61\x63tion_type\x18\x07 \x01(\t\x12\x10\n\x08resource\x18\x08 \x01(\t\x12,\n\x07outcome\x18\t \x01(\x0e\x32\x1b.gatehouse.audit.v1.Outcome\x12\x12\n\nip_address\x18\n \x01(\t\x12\x12\n\nuser_agent\x18\x0b \x01(\t\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x14\n\x0crequest_data\x18\r \x01(\t\x12\x17\n\x0fresponse_status\x18\x0e \x01(\x05\x12\x15\n\rerror_message\x18\x0f \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x10 \x01(\x01\x12\x10\n\x08trace_id\x18\x11 \x01(\t\"O\n\x0bIngestBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12.\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1e.gatehouse.audit.v1.AuditEvent\"N\n\tIngestAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xbe\x02\n\x0b\x45ventFilter\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08username\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x18\n\x0b\x61\x63tion_type\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x15\n\x08resource\x18\x04 \x01(\tH\x03\x88\x01\x01\x12\x31\n\x07outcome\x18\x05 \x01(\x0e\x32\x1b.gatehouse.audit.v1.OutcomeH\x04\x88\x01\x01\x12.\n\nstart_date\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_date\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08_user_idB\x0b\n\t_usernameB\x0e\n\x0c_action_typeB\x0b\n\t_resourceB\n\n\x08_outcome\"\xb9\x01\n\x12QueryEventsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.gatehouse.audit.v1.EventFilter\x12\x31\n\x06offset\x18\x02 \x01(\x0b\x32\x1f.gatehouse.common.v1.OffsetPageH\x00\x12\x31\n\x06\x63ursor\x18\x03 \x01(\x0b\x32\x1f.gatehouse.common.v1.CursorPageH\x00\x42\x0c\n\npagination\"r\n\x13QueryEventsResponse\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.gatehouse.audit.v1.AuditEvent\x12+\n\x04meta\x18\x02 \x01(\x0b\x32\x1d.gatehouse.common.v1.PageMeta\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\x03*i\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SUCCESS\x10\x01\x12\x11\n\rOUTCOME_ERROR\x10\x02\x12\x1d\n\x19OUTCOME_PERMISSION_DENIED\x10\x03\x32\xe7\x02\n\x0c\x41uditService\x12R\n\x0cIngestStream\x12\x1f.gatehouse.audit.v1.IngestBatch\x1a\x1d.gatehouse.audit.v1.IngestAck(\x01\x30\x01\x12R\n\x10IngestBatchUnary\x12\x1f.gatehouse.audit.v1.IngestBatch\x1a\x1d.gatehouse.audit.v1.IngestAck\x12^\n\x0bQueryEvents\x12&.gatehouse.audit.v1.QueryEventsRequest\x1a\'.gatehouse.audit.v1.QueryEventsResponse\x12O\n\x08GetEvent\x12#.gatehouse.audit.v1.GetEventRequest\x1a\x1e.gatehouse.audit.v1.AuditEventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gatehouse_protos.audit.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=1339
-  _globals['_OUTCOME']._serialized_end=1444
+  _globals['_OUTCOME']._serialized_start=1357
+  _globals['_OUTCOME']._serialized_end=1462
   _globals['_AUDITEVENT']._serialized_start=140
-  _globals['_AUDITEVENT']._serialized_end=520
-  _globals['_INGESTBATCH']._serialized_start=522
-  _globals['_INGESTBATCH']._serialized_end=601
-  _globals['_INGESTACK']._serialized_start=603
-  _globals['_INGESTACK']._serialized_end=681
-  _globals['_EVENTFILTER']._serialized_start=684
-  _globals['_EVENTFILTER']._serialized_end=1002
-  _globals['_QUERYEVENTSREQUEST']._serialized_start=1005
-  _globals['_QUERYEVENTSREQUEST']._serialized_end=1190
-  _globals['_QUERYEVENTSRESPONSE']._serialized_start=1192
-  _globals['_QUERYEVENTSRESPONSE']._serialized_end=1306
-  _globals['_GETEVENTREQUEST']._serialized_start=1308
-  _globals['_GETEVENTREQUEST']._serialized_end=1337
-  _globals['_AUDITSERVICE']._serialized_start=1447
-  _globals['_AUDITSERVICE']._serialized_end=1806
+  _globals['_AUDITEVENT']._serialized_end=538
+  _globals['_INGESTBATCH']._serialized_start=540
+  _globals['_INGESTBATCH']._serialized_end=619
+  _globals['_INGESTACK']._serialized_start=621
+  _globals['_INGESTACK']._serialized_end=699
+  _globals['_EVENTFILTER']._serialized_start=702
+  _globals['_EVENTFILTER']._serialized_end=1020
+  _globals['_QUERYEVENTSREQUEST']._serialized_start=1023
+  _globals['_QUERYEVENTSREQUEST']._serialized_end=1208
+  _globals['_QUERYEVENTSRESPONSE']._serialized_start=1210
+  _globals['_QUERYEVENTSRESPONSE']._serialized_end=1324
+  _globals['_GETEVENTREQUEST']._serialized_start=1326
+  _globals['_GETEVENTREQUEST']._serialized_end=1355
+  _globals['_AUDITSERVICE']._serialized_start=1465
+  _globals['_AUDITSERVICE']._serialized_end=1824
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,7 @@ class AuditEvent(_message.Message):
     RESPONSE_STATUS_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Assigned by the service on write."""
     event_id: _builtins.str
@@ -77,6 +78,11 @@ class AuditEvent(_message.Message):
     response_status: _builtins.int
     error_message: _builtins.str
     duration_ms: _builtins.float
+    trace_id: _builtins.str
+    """The W3C trace id (32 lowercase hex digits) of the request that caused the event,
+    sampled or not; empty when it came without a trace context. Anything else makes the
+    event invalid.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -100,10 +106,11 @@ class AuditEvent(_message.Message):
         response_status: _builtins.int = ...,
         error_message: _builtins.str = ...,
         duration_ms: _builtins.float = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_type", b"action_type", "duration_ms", b"duration_ms", "error_message", b"error_message", "event_id", b"event_id", "id", b"id", "ip_address", b"ip_address", "outcome", b"outcome", "request_data", b"request_data", "request_id", b"request_id", "resource", b"resource", "response_status", b"response_status", "timestamp", b"timestamp", "user_agent", b"user_agent", "user_id", b"user_id", "user_roles", b"user_roles", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_type", b"action_type", "duration_ms", b"duration_ms", "error_message", b"error_message", "event_id", b"event_id", "id", b"id", "ip_address", b"ip_address", "outcome", b"outcome", "request_data", b"request_data", "request_id", b"request_id", "resource", b"resource", "response_status", b"response_status", "timestamp", b"timestamp", "trace_id", b"trace_id", "user_agent", b"user_agent", "user_id", b"user_id", "user_roles", b"user_roles", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

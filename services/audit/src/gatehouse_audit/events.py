@@ -39,6 +39,7 @@ COLUMNS = (
     "error_message",
     "response_status",
     "duration_ms",
+    "trace_id",
 )
 
 Row = tuple[Any, ...]
@@ -53,6 +54,8 @@ _OUTCOME_VALUES = {name: value for value, name in OUTCOMES.items()}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_SECONDS = 253402300800  # 10000-01-01T00:00:00Z
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# A W3C trace id, or none.
+_TRACE_ID = re.compile(r"(?:[0-9a-f]{32})?")
 _TEXT_FIELDS = (
     "user_id",
     "username",
@@ -98,6 +101,7 @@ def to_rows(events: Iterable[audit_pb2.AuditEvent]) -> tuple[list[Row], list[Dea
     dead: list[DeadLetter] = []
     outcomes = OUTCOMES
     uuid_match = _UUID.fullmatch
+    trace_id_match = _TRACE_ID.fullmatch
     for event in events:
         event_id = event.event_id
         ts = event.timestamp
@@ -117,6 +121,7 @@ def to_rows(events: Iterable[audit_pb2.AuditEvent]) -> tuple[list[Row], list[Dea
         if (
             outcome is None
             or uuid_match(event_id) is None
+            or trace_id_match(event.trace_id) is None
             or not event.HasField("timestamp")
             or not 0 <= ts.seconds < _MAX_SECONDS
             or "\x00" in "".join(texts)
@@ -134,6 +139,7 @@ def to_rows(events: Iterable[audit_pb2.AuditEvent]) -> tuple[list[Row], list[Dea
                 *texts,
                 event.response_status,
                 event.duration_ms,
+                event.trace_id,
             )
         )
     return rows, dead
@@ -181,6 +187,7 @@ def _event_fields(event: audit_pb2.AuditEvent) -> dict[str, Any]:
         **{field: getattr(event, field) for field in _TEXT_FIELDS},
         "response_status": event.response_status,
         "duration_ms": event.duration_ms,
+        "trace_id": event.trace_id,
     }
 
 
@@ -194,6 +201,8 @@ def _problems(event: audit_pb2.AuditEvent) -> list[tuple[str, str]]:
         problems.append(("timestamp", "must be between 1970 and 9999"))
     if event.outcome not in OUTCOMES:
         problems.append(("outcome", "must be success, error or permission_denied"))
+    if _TRACE_ID.fullmatch(event.trace_id) is None:
+        problems.append(("trace_id", "must be 32 lowercase hex digits, or empty"))
     # PostgreSQL text cannot hold NUL characters; such an event could never be stored.
     problems.extend(
         (field, "must not contain NUL characters")
@@ -224,4 +233,5 @@ def from_record(record: asyncpg.Record) -> audit_pb2.AuditEvent:
         response_status=record["response_status"],
         error_message=record["error_message"],
         duration_ms=record["duration_ms"],
+        trace_id=record["trace_id"],
     )

@@ -50,6 +50,7 @@ _T = TypeVar("_T")
 _REQUEST_ID = COLUMNS.index("request_id")
 _ACTION = COLUMNS.index("action_type")
 _STATUS = COLUMNS.index("response_status")
+_TRACE_ID = COLUMNS.index("trace_id")
 
 AUDIT_DEAD_LETTERS = Counter(
     "audit_dead_letters_total",
@@ -268,12 +269,14 @@ class AuditBatchWriter:
             await self._store(rows[middle:], progress)
             return
         progress.committed += len(rows)
-        # One line per stored event, with the request id of the request that caused it
-        # (docs/logging.md): the audit writer's part of that request's lines.
+        # One line per stored event, with the request id and trace id of the request
+        # that caused it (docs/logging.md): the audit writer's part of that request's
+        # lines (null without one: never the trace of whichever call the writer serves).
         for row in rows:
             log.info(
                 "audit_event_written",
                 request_id=row[_REQUEST_ID],
+                trace_id=row[_TRACE_ID] or None,
                 action=row[_ACTION],
                 status=row[_STATUS],
             )

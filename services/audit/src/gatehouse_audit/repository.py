@@ -29,7 +29,7 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (
     event_id uuid, "timestamp" timestamptz, user_id text, username text, user_roles text[],
     action_type text, resource text, outcome text, ip_address text, user_agent text,
     request_id text, request_data text, response_status integer, error_message text,
-    duration_ms double precision
+    duration_ms double precision, trace_id text
 ) ON COMMIT DELETE ROWS
 """
 _INSERT_FROM_STAGING = f"""

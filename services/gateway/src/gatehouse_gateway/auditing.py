@@ -87,13 +87,15 @@ def audit_event(
     response_status: int,
     error_message: str | None,
     duration_ms: float,
+    trace_id: str,
 ) -> audit_pb2.AuditEvent:
     """One audit event of an HTTP request or a WebSocket message.
 
     `response_status` is the HTTP status or the WebSocket `status_code` (a `WsStatus`);
     the outcome follows from it. `request_data` is redacted here (event id and time are
     set on enqueue). An unauthenticated caller is recorded with empty user fields. Every
-    text is made storable (module doc).
+    text is made storable (module doc). `trace_id` is the request's
+    (`gatehouse_kit.tracing.current_trace_id`), "" without a trace context.
     """
     return audit_pb2.AuditEvent(
         user_id=storable_field("user_id", principal.user_id) if principal else "",
@@ -109,6 +111,7 @@ def audit_event(
         response_status=int(response_status),
         error_message=storable_field("error_message", error_message or ""),
         duration_ms=duration_ms,
+        trace_id=trace_id,
     )
 
 
@@ -142,6 +145,7 @@ class Refusal:
     declared_bytes: int | None
     received_bytes: int
     duration_ms: float
+    trace_id: str
 
 
 @dataclass
@@ -273,5 +277,6 @@ class RefusalAudit:
                 response_status=refusal.status,
                 error_message=refusal.error_message,
                 duration_ms=refusal.duration_ms,
+                trace_id=refusal.trace_id,
             )
         )

@@ -98,6 +98,8 @@ class HttpProtocol(HttpToolsProtocol):
                     declared_bytes=None,
                     received_bytes=0,
                     duration_ms=0.0,
+                    # Nothing of the request was read: no trace context either.
+                    trace_id="",
                 )
             )
         self.transport.write(refusal(HTTPStatus.BAD_REQUEST, request_id))

@@ -40,6 +40,7 @@ from gatehouse_gateway.ratelimiting import RateDecision
 from gatehouse_kit.logging import request_id_var, sane_request_id
 from gatehouse_kit.tracing import (
     TRACEPARENT_KEY,
+    current_trace_id,
     exemplar,
     traced,
     traceparent_var,
@@ -310,6 +311,7 @@ class _Exchange:
                     declared_bytes=declared_bytes,
                     received_bytes=self.received,
                     duration_ms=elapsed * 1000,
+                    trace_id=current_trace_id() or "",
                 )
             )
             return
@@ -325,6 +327,7 @@ class _Exchange:
                 response_status=self.status,
                 error_message=error.msg if error else None,
                 duration_ms=elapsed * 1000,
+                trace_id=current_trace_id() or "",
             )
         )
 

@@ -62,7 +62,7 @@ from gatehouse_gateway.websocket.session import (
     Session,
 )
 from gatehouse_kit.logging import request_id_var
-from gatehouse_kit.tracing import traced, traceparent_var
+from gatehouse_kit.tracing import current_trace_id, traced, traceparent_var
 
 log = structlog.get_logger(__name__)
 
@@ -132,6 +132,7 @@ def _audit_refusal(websocket: WebSocket, reason: str, action: str, status: int, 
             declared_bytes=None,
             received_bytes=0,
             duration_ms=0.0,
+            trace_id=current_trace_id() or "",
         )
     )
 
@@ -414,6 +415,7 @@ class _Dispatcher:
                     declared_bytes=None,
                     received_bytes=0,
                     duration_ms=(time.perf_counter() - started) * 1000,
+                    trace_id=current_trace_id() or "",
                 )
             )
             return
@@ -429,6 +431,7 @@ class _Dispatcher:
                 response_status=status,
                 error_message=error_message,
                 duration_ms=(time.perf_counter() - started) * 1000,
+                trace_id=current_trace_id() or "",
             )
         )
 
